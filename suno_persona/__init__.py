@@ -1,0 +1,42 @@
+"""suno-persona: an asyncio client for the crun.ai Suno "Generate a Suno persona" endpoint."""
+
+from suno_persona._errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    FeatureDisabledError,
+    GenerationFailedError,
+    InsufficientCreditsError,
+    InvalidResponseError,
+    NotFoundError,
+    RateLimitError,
+    RequestValidationError,
+    ServerError,
+    ServiceUnavailableError,
+    SunoPersonaError,
+    UnprocessableEntityError,
+)
+from suno_persona._models import Persona, PersonaRequest
+from suno_persona._version import __version__
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "FeatureDisabledError",
+    "GenerationFailedError",
+    "InsufficientCreditsError",
+    "InvalidResponseError",
+    "NotFoundError",
+    "Persona",
+    "PersonaRequest",
+    "RateLimitError",
+    "RequestValidationError",
+    "ServerError",
+    "ServiceUnavailableError",
+    "SunoPersonaError",
+    "UnprocessableEntityError",
+    "__version__",
+]
