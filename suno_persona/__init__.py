@@ -1,5 +1,6 @@
 """suno-persona: an asyncio client for the crun.ai Suno "Generate a Suno persona" endpoint."""
 
+from suno_persona._client import AsyncPersonaClient
 from suno_persona._errors import (
     APIConnectionError,
     APIError,
@@ -18,12 +19,15 @@ from suno_persona._errors import (
     UnprocessableEntityError,
 )
 from suno_persona._models import Persona, PersonaRequest
+from suno_persona._retry import RetryPolicy
+from suno_persona._throttle import ThrottlePolicy
 from suno_persona._version import __version__
 
 __all__ = [
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
+    "AsyncPersonaClient",
     "AuthenticationError",
     "FeatureDisabledError",
     "GenerationFailedError",
@@ -34,9 +38,11 @@ __all__ = [
     "PersonaRequest",
     "RateLimitError",
     "RequestValidationError",
+    "RetryPolicy",
     "ServerError",
     "ServiceUnavailableError",
     "SunoPersonaError",
+    "ThrottlePolicy",
     "UnprocessableEntityError",
     "__version__",
 ]

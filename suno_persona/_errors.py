@@ -97,7 +97,9 @@ class APIConnectionError(SunoPersonaError):
     def __init__(
         self, message: str, *, attempts: int = 0, sent: bool = True, retryable: bool | None = None
     ) -> None:
-        super().__init__(message, attempts=attempts, retryable=not sent if retryable is None else retryable)
+        super().__init__(
+            message, attempts=attempts, retryable=not sent if retryable is None else retryable
+        )
         self.sent = sent
 
 

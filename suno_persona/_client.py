@@ -1,0 +1,378 @@
+"""``AsyncPersonaClient``: configuration, the session's lifecycle, and the I/O edge.
+
+Everything about the wire format lives in ``_protocol``; everything about when to try
+again lives in ``_retry`` and ``_throttle``. Foreign exceptions (aiohttp, asyncio) are
+translated into ours in :func:`_send` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import random
+import time
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from suno_persona import _protocol
+from suno_persona._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    InvalidResponseError,
+    SunoPersonaError,
+)
+from suno_persona._fanout import as_completed, gather_in_order
+from suno_persona._models import Persona, PersonaRequest
+from suno_persona._retry import RetryPolicy, build_retrying
+from suno_persona._throttle import Throttle, ThrottlePolicy
+
+__all__ = ["AsyncPersonaClient"]
+
+logger = logging.getLogger("suno_persona")
+
+DEFAULT_BASE_URL = "https://api.crun.ai"
+MAX_BODY_BYTES = 1024 * 1024
+_CHUNK = 64 * 1024
+
+Outcome = Persona | SunoPersonaError
+
+
+class AsyncPersonaClient:
+    """An asyncio client for the "Generate a Suno persona" endpoint.
+
+    One client is meant to be shared by every task of an application: it holds one
+    aiohttp session (created lazily inside the running loop), one throttle that all
+    calls cooperate through, and one cap on requests in flight.
+
+    Args:
+        api_key: The crun.ai API key; defaults to the ``SUNO_API_KEY`` environment variable.
+        base_url: Defaults to ``SUNO_API_BASE_URL``, then ``https://api.crun.ai``. Must be
+            https, except for loopback hosts, unless ``allow_insecure_http`` is set.
+        timeout: Seconds for one attempt (connect, send and read the whole reply).
+        retry: The :class:`RetryPolicy`; defaults to ``RetryPolicy()``.
+        max_concurrency: Cap on requests in flight across all calls of this client
+            (``None``: no cap beyond the connection pool).
+        session: An aiohttp session to use; it is never closed by the client.
+        throttle: The :class:`ThrottlePolicy` shared by all calls; ``None`` turns
+            throttling off (every task then only backs off on its own).
+        allow_insecure_http: Permit plain http to a host that is not loopback.
+
+    Raises:
+        SunoPersonaError: No key was given and ``SUNO_API_KEY`` is unset, the key is empty
+            or has control characters, or ``base_url`` is not acceptable.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int | None = None,
+        session: aiohttp.ClientSession | None = None,
+        throttle: ThrottlePolicy | None = ThrottlePolicy(),  # noqa: B008 - frozen value
+        allow_insecure_http: bool = False,
+    ) -> None:
+        self._api_key = _check_api_key(api_key if api_key is not None else _env("SUNO_API_KEY"))
+        self._base_url = _check_base_url(
+            base_url or _env("SUNO_API_BASE_URL") or DEFAULT_BASE_URL,
+            allow_insecure_http=allow_insecure_http,
+        )
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
+        self._timeout = float(timeout)
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._max_concurrency = max_concurrency
+        self._user_session = session
+        self._session: aiohttp.ClientSession | None = session
+        self._closed = False
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self._clock: Callable[[], float] = time.monotonic
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._throttle = Throttle(
+            throttle,
+            max_concurrency=max_concurrency,
+            clock=self._now,
+            sleep=self._pause,
+        )
+
+    def _now(self) -> float:
+        return self._clock()
+
+    async def _pause(self, seconds: float) -> None:
+        await self._sleep(seconds)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<AsyncPersonaClient base_url={self._base_url!r} api_key='***' {state}>"
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL, without a trailing slash."""
+        return self._base_url
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    async def __aenter__(self) -> AsyncPersonaClient:  # noqa: PYI034 - no typing.Self in 3.10
+        self._ensure_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the client's own session (never one passed in). Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and session is not self._user_session:
+            await session.close()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        session = getattr(self, "_session", None)
+        if session is not None and session is not self._user_session and not session.closed:
+            _warn(
+                f"Unclosed {type(self).__name__}; use 'async with' or 'await client.close()'",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+
+    async def generate_persona(
+        self, request: PersonaRequest | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> Persona:
+        """Turn a finished Suno song into a persona and return it.
+
+        Pass a :class:`PersonaRequest`, or its fields as keyword arguments. The request is
+        validated before anything is sent; 429 and 455 are retried under the client's
+        :class:`RetryPolicy`.
+
+        Raises:
+            RequestValidationError: The request breaks a rule of the schema (nothing sent).
+            APIError: The API answered with an error code (see the subclasses).
+            APIConnectionError: The API could not be reached, or the connection broke.
+            InvalidResponseError: The reply was neither a success nor an error envelope.
+        """
+        if request is not None and fields:
+            raise TypeError("pass either a PersonaRequest or keyword fields, not both")
+        return await self._generate(_coerce(request if request is not None else fields))
+
+    async def generate_many(
+        self,
+        requests: Iterable[PersonaRequest | Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+    ) -> list[Outcome]:
+        """Create many personas, at most ``concurrency`` at a time.
+
+        Returns:
+            One outcome per input, in input order: the :class:`Persona`, or the
+            :class:`SunoPersonaError` for that request (returned, not raised). An input
+            that fails validation gets its :class:`RequestValidationError` and is not sent.
+            Cancellation still propagates.
+        """
+        return await gather_in_order(self._generate_outcome, list(requests), concurrency)
+
+    def generate_as_completed(
+        self,
+        requests: Iterable[PersonaRequest | Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+    ) -> AsyncIterator[tuple[int, Outcome]]:
+        """Create many personas and yield ``(index, outcome)`` as each one finishes.
+
+        Every index is yielded exactly once. Leaving the loop early (``break``, an error,
+        cancellation) cancels the work still outstanding and leaves no task behind.
+        """
+        return as_completed(self._generate_outcome, list(requests), concurrency)
+
+    async def _generate_outcome(self, request: PersonaRequest | Mapping[str, Any]) -> Outcome:
+        try:
+            return await self._generate(_coerce(request))
+        except SunoPersonaError as error:
+            return error
+
+    async def _generate(self, request: PersonaRequest) -> Persona:
+        session = self._ensure_open()
+        policy = self._retry
+        started = self._clock()
+        deadline_at = None if policy.deadline is None else started + policy.deadline
+        prepared = _protocol.build_request(request, api_key=self._api_key)
+        url = self._base_url + prepared.path
+        retrying = build_retrying(
+            policy,
+            sleep=self._sleep,
+            clock=self._clock,
+            deadline_at=deadline_at,
+            rng=self._rng,
+            spend=self._throttle.spend_retry,
+        )
+        async for attempt in retrying:
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                try:
+                    return await self._attempt(
+                        session=session,
+                        url=url,
+                        prepared=prepared,
+                        request=request,
+                        deadline_at=deadline_at,
+                        number=number,
+                    )
+                except SunoPersonaError as error:
+                    error.attempts = number
+                    error.retryable = policy.is_retryable(error)
+                    raise
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+    async def _attempt(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        url: str,
+        prepared: _protocol.PreparedRequest,
+        request: PersonaRequest,
+        deadline_at: float | None,
+        number: int,
+    ) -> Persona:
+        async with self._throttle.slot(deadline_at) as ticket:
+            timeout = self._timeout
+            if deadline_at is not None:
+                timeout = min(timeout, deadline_at - self._clock())
+                if timeout <= 0:
+                    raise APITimeoutError(
+                        "the call's deadline passed before this attempt", sent=False
+                    )
+            logger.debug("attempt %d: %s %s", number, prepared.method, url)
+            status, headers, body = await _send(session, url, prepared, timeout)
+            try:
+                persona = _protocol.parse_response(
+                    status, headers, body, request=request, now=time.time()
+                )
+            except SunoPersonaError as error:
+                ticket.failed(error)
+                raise
+            ticket.succeeded()
+            return persona
+
+    def _ensure_open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise SunoPersonaError("the client is closed")
+        if self._session is None:
+            limit = self._max_concurrency or 100
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=limit),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            )
+        return self._session
+
+
+async def _send(
+    session: aiohttp.ClientSession,
+    url: str,
+    prepared: _protocol.PreparedRequest,
+    timeout: float,
+) -> tuple[int, Mapping[str, str], bytes]:
+    """One HTTP exchange; every foreign failure comes out as one of our errors."""
+    try:
+        async with session.request(
+            prepared.method,
+            url,
+            data=prepared.body,
+            headers=prepared.headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            body = await _read_capped(response)
+            return response.status, response.headers, body
+    except aiohttp.ConnectionTimeoutError as error:
+        raise APITimeoutError(f"timed out connecting: {error}", sent=False) from error
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as error:
+        raise APITimeoutError(f"no complete reply within {timeout:.3g}s", sent=True) from error
+    except aiohttp.ClientConnectorError as error:
+        raise APIConnectionError(
+            f"could not connect: {error.strerror or error}", sent=False
+        ) from error
+    except aiohttp.ClientError as error:
+        raise APIConnectionError(f"connection failed: {type(error).__name__}: {error}") from error
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    declared = response.content_length
+    if declared is not None and declared > MAX_BODY_BYTES:
+        raise InvalidResponseError(
+            f"reply body of {declared} bytes exceeds the {MAX_BODY_BYTES}-byte cap",
+            http_status=response.status,
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await response.content.read(_CHUNK):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise InvalidResponseError(
+                f"reply body exceeds the {MAX_BODY_BYTES}-byte cap", http_status=response.status
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _coerce(request: PersonaRequest | Mapping[str, Any]) -> PersonaRequest:
+    if isinstance(request, PersonaRequest):
+        return request
+    return PersonaRequest.from_dict(request)
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def _check_api_key(key: str | None) -> str:
+    if key is None:
+        raise SunoPersonaError(
+            "no API key: pass api_key=... or set the SUNO_API_KEY environment variable"
+        )
+    if not isinstance(key, str) or not key.strip():
+        raise SunoPersonaError("the API key is empty (api_key or SUNO_API_KEY)")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):  # noqa: PLR2004
+        raise SunoPersonaError("the API key contains control characters (api_key or SUNO_API_KEY)")
+    return key
+
+
+def _check_base_url(url: str, *, allow_insecure_http: bool) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise SunoPersonaError(f"base_url must be an http(s) URL with a host, got {url!r}")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise SunoPersonaError(
+            f"base_url {url!r} uses plain http to a host that is not loopback, which would send "
+            "the API key unencrypted; use https, or pass allow_insecure_http=True"
+        )
+    return url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,179 @@
+"""The wire format, as pure functions: no I/O, no event loop, no clock of its own.
+
+``build_request`` turns a :class:`PersonaRequest` into what to send; ``parse_response`` turns
+what came back, ``(status, headers, body)``, into a :class:`Persona` or the right error.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import math
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import attrs
+
+from suno_persona._errors import APIError, InvalidResponseError, error_for_code
+from suno_persona._models import Persona, PersonaRequest
+from suno_persona._version import __version__
+
+__all__ = [
+    "ENDPOINT_PATH",
+    "USER_AGENT",
+    "PreparedRequest",
+    "build_request",
+    "parse_response",
+    "parse_retry_after",
+]
+
+ENDPOINT_PATH = "/api/v1/client/job/suno-persona-generate"
+USER_AGENT = f"suno-persona/{__version__}"
+
+
+@attrs.frozen
+class PreparedRequest:
+    """What to send: method, path, headers and the encoded JSON body."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    body: bytes
+
+    def __repr__(self) -> str:
+        return f"PreparedRequest(method={self.method!r}, path={self.path!r}, body={self.body!r})"
+
+
+def build_request(request: PersonaRequest, *, api_key: str) -> PreparedRequest:
+    """Encode ``request`` as the endpoint expects it; the key travels in ``x-api-key`` only."""
+    body = json.dumps(request.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    headers = {
+        "x-api-key": api_key,
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+    }
+    return PreparedRequest("POST", ENDPOINT_PATH, headers, body.encode("utf-8"))
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Return the seconds a ``Retry-After`` value asks for, or ``None`` when absent or invalid.
+
+    Accepts delay-seconds (a decimal fraction is tolerated) and an HTTP date, which is
+    measured against ``now`` (seconds since the epoch). A date in the past means 0.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _decode_envelope(body: bytes) -> dict[str, Any] | None:
+    """Return the JSON envelope in ``body``, or ``None`` when the body is not one."""
+    try:
+        parsed = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    code = parsed.get("code")
+    if not isinstance(code, int) or isinstance(code, bool):
+        return None
+    return parsed
+
+
+def _is_error_code(code: int) -> bool:
+    return 400 <= code < 600  # noqa: PLR2004
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "unknown status"
+
+
+def parse_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    request: PersonaRequest,
+    now: float,
+) -> Persona:
+    """Decipher a reply into the :class:`Persona` it carries, or raise the matching error.
+
+    The envelope's integer ``code`` decides when the body is the envelope; otherwise the
+    HTTP status does. An envelope that says 200 under a non-2xx status counts as that status.
+
+    Args:
+        status: The HTTP status.
+        headers: The reply's headers (looked up case-insensitively for ``Retry-After``).
+        body: The raw reply body.
+        request: The request that was sent, kept on the :class:`Persona`.
+        now: Seconds since the epoch, to measure a ``Retry-After`` HTTP date against.
+
+    Raises:
+        APIError: The API answered with an error code (a subclass for documented codes).
+        InvalidResponseError: A 2xx reply that is not a valid success envelope.
+    """
+    envelope = _decode_envelope(body)
+    is_2xx = 200 <= status < 300  # noqa: PLR2004
+    code = status
+    if envelope is not None:
+        said = envelope["code"]
+        if said == http.HTTPStatus.OK:
+            code = status if not is_2xx else said
+        elif _is_error_code(said):
+            code = said
+        elif is_2xx:
+            raise InvalidResponseError(
+                f"reply envelope has code {said}, neither success nor an error",
+                http_status=status,
+            )
+
+    if code == http.HTTPStatus.OK:
+        if envelope is None:
+            raise InvalidResponseError(
+                f"HTTP {status} reply is not the JSON envelope", http_status=status
+            )
+        data = envelope.get("data")
+        persona_id = data.get("persona_id") if isinstance(data, dict) else None
+        if not isinstance(persona_id, str) or not persona_id:
+            raise InvalidResponseError(
+                "success reply without a non-empty string data.persona_id", http_status=status
+            )
+        return Persona(persona_id=persona_id, request=request)
+
+    message = envelope.get("message") if envelope is not None else None
+    if not isinstance(message, str) or not message:
+        message = f"HTTP {status} {_reason(status)}"
+        if envelope is None:
+            message += " (reply is not the JSON envelope)"
+    retry_after = parse_retry_after(_header(headers, "Retry-After"), now=now)
+    error_cls: type[APIError] = error_for_code(code)
+    raise error_cls(message, code=code, http_status=status, retry_after=retry_after)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, item in headers.items():
+        if key.lower() == lowered:
+            return item
+    return None

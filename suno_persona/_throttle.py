@@ -1,0 +1,316 @@
+"""The gate that every request of one client passes: one per client, shared by all tasks.
+
+It does four things, so that concurrent tasks cooperate instead of each hammering the API:
+
+* a cap on requests in flight (``max_concurrency``);
+* an adaptive send rate learned from 429s: a token bucket whose rate is cut to a share of
+  the rate the server accepted, at most once per measurement window and never below a
+  floor, then grows back along a CUBIC curve (the idea of botocore's adaptive retry mode);
+* a pause of all sends when the server says ``Retry-After`` (one shared deadline);
+* a maintenance breaker: after a 455 only one probe request is in flight at a time, on a
+  backoff schedule; when a probe gets any other answer, every waiting task resumes;
+
+plus a retry budget (botocore's retry quota): each retry spends tokens, each success earns
+some back, and an empty budget makes calls fail with their last error instead of retrying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import attrs
+
+from suno_persona._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    RateLimitError,
+    ServiceUnavailableError,
+    SunoPersonaError,
+)
+
+__all__ = ["Throttle", "ThrottlePolicy", "Ticket"]
+
+
+def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ThrottlePolicy:
+    """How one client's calls cooperate; pass ``throttle=None`` to the client to turn it off.
+
+    Attributes:
+        adaptive_rate: Learn a send rate from 429s.
+        beta: After a burst of 429s the rate becomes ``beta`` times the rate the server
+            accepted over the last ``window`` seconds.
+        window: Measurement window in seconds; the rate is cut at most once per window.
+        min_rate: Floor of the learned rate, in requests per second.
+        growth: CUBIC's scaling constant: how fast the rate grows back (requests/s per s³).
+        probe_initial: Seconds before the first maintenance probe after a 455.
+        probe_max: Longest interval between maintenance probes.
+        retry_budget: Tokens in the retry budget (0 turns the budget off).
+        retry_cost: Tokens a retry spends.
+        timeout_retry_cost: Tokens a retry after a timeout or broken connection spends.
+        success_refund: Tokens a success earns back.
+    """
+
+    adaptive_rate: bool = True
+    beta: float = attrs.field(default=0.85, validator=_non_negative)
+    window: float = attrs.field(default=1.0, validator=_non_negative)
+    min_rate: float = attrs.field(default=1.0, validator=_non_negative)
+    growth: float = attrs.field(default=4.0, validator=_non_negative)
+    probe_initial: float = attrs.field(default=0.25, validator=_non_negative)
+    probe_max: float = attrs.field(default=1.0, validator=_non_negative)
+    retry_budget: int = 500
+    retry_cost: int = 5
+    timeout_retry_cost: int = 10
+    success_refund: int = 1
+
+
+class Ticket:
+    """One request's pass through the gate; it reports the outcome back."""
+
+    __slots__ = ("_probe", "_reported", "_throttle")
+
+    def __init__(self, throttle: Throttle, *, probe: bool) -> None:
+        self._throttle = throttle
+        self._probe = probe
+        self._reported = False
+
+    def succeeded(self) -> None:
+        """The API accepted the request."""
+        self._reported = True
+        self._throttle._on_success(probe=self._probe)  # noqa: SLF001
+
+    def failed(self, error: SunoPersonaError) -> None:
+        """The request ended with ``error``."""
+        self._reported = True
+        self._throttle._on_error(error, probe=self._probe)  # noqa: SLF001
+
+
+class Throttle:
+    """The per-client gate. Not thread-safe: it lives in one event loop, like the client."""
+
+    def __init__(
+        self,
+        policy: ThrottlePolicy | None,
+        *,
+        max_concurrency: int | None,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._sleep = sleep
+        self._in_flight = (
+            asyncio.Semaphore(max_concurrency) if max_concurrency is not None else None
+        )
+        self._lock = asyncio.Lock()
+        # adaptive rate
+        self._rate: float | None = None
+        self._rate_max = 0.0
+        self._cut_at = 0.0
+        self._tokens = 0.0
+        self._refilled_at = 0.0
+        self._events: collections.deque[tuple[float, bool]] = collections.deque()
+        self._first_event_at: float | None = None
+        # Retry-After
+        self._paused_until = 0.0
+        # maintenance breaker
+        self._breaker_open = False
+        self._probe_in_flight = False
+        self._next_probe_at = 0.0
+        self._probe_interval = 0.0
+        self._breaker_closed = asyncio.Event()
+        # retry budget
+        self._budget = policy.retry_budget if policy is not None else 0
+
+    @property
+    def rate(self) -> float | None:
+        """The learned send rate in requests per second, ``None`` while unlimited."""
+        return self._current_rate(self._clock())
+
+    @contextlib.asynccontextmanager
+    async def slot(self, deadline_at: float | None) -> AsyncIterator[Ticket]:
+        """Wait for permission to send one request, and hold a place in flight while it runs."""
+        if self._in_flight is not None:
+            await self._wait(self._in_flight.acquire(), deadline_at)
+        try:
+            probe = await self._admit(deadline_at)
+            ticket = Ticket(self, probe=probe)
+            try:
+                yield ticket
+            finally:
+                if probe and not ticket._reported:  # noqa: SLF001
+                    self._probe_in_flight = False
+        finally:
+            if self._in_flight is not None:
+                self._in_flight.release()
+
+    def spend_retry(self, error: BaseException) -> bool:
+        """Take the cost of one retry after ``error`` from the budget; ``False`` when empty."""
+        policy = self.policy
+        if policy is None or policy.retry_budget == 0:
+            return True
+        cost = (
+            policy.timeout_retry_cost
+            if isinstance(error, APIConnectionError) and error.sent
+            else policy.retry_cost
+        )
+        if self._budget < cost:
+            return False
+        self._budget -= cost
+        return True
+
+    async def _admit(self, deadline_at: float | None) -> bool:
+        if self.policy is None:
+            return False
+        while self._breaker_open:
+            now = self._clock()
+            if not self._probe_in_flight and now >= self._next_probe_at:
+                self._probe_in_flight = True
+                return True
+            wake = self._next_probe_at if not self._probe_in_flight else None
+            await self._wait_breaker(wake, deadline_at)
+        if self._rate is None and self._paused_until <= self._clock():
+            return False
+        await self._wait(self._take_token(deadline_at), deadline_at)
+        return False
+
+    async def _wait_breaker(self, wake_at: float | None, deadline_at: float | None) -> None:
+        closed = self._breaker_closed
+        timeout = None if wake_at is None else max(0.0, wake_at - self._clock())
+        if deadline_at is not None:
+            remaining = deadline_at - self._clock()
+            if remaining <= 0:
+                raise APITimeoutError(
+                    "the call's deadline passed while the API was in maintenance", sent=False
+                )
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(closed.wait(), timeout)
+
+    async def _take_token(self, deadline_at: float | None) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                wait = self._paused_until - now
+                if wait <= 0:
+                    rate = self._current_rate(now)
+                    if rate is None:
+                        return
+                    self._tokens = min(
+                        max(1.0, rate * 0.1),
+                        self._tokens + (now - self._refilled_at) * rate,
+                    )
+                    self._refilled_at = now
+                    if self._tokens >= 1:
+                        self._tokens -= 1
+                        return
+                    wait = (1 - self._tokens) / rate
+                if deadline_at is not None and now + wait > deadline_at:
+                    raise APITimeoutError(
+                        "the call's deadline would pass while waiting to send", sent=False
+                    )
+                await self._sleep(wait)
+
+    async def _wait(self, waiting: Awaitable[object], deadline_at: float | None) -> None:
+        if deadline_at is None:
+            await waiting
+            return
+        remaining = deadline_at - self._clock()
+        try:
+            await asyncio.wait_for(waiting, max(remaining, 0.0))
+        except asyncio.TimeoutError:
+            raise APITimeoutError(
+                "the call's deadline passed while waiting to send", sent=False
+            ) from None
+
+    def _current_rate(self, now: float) -> float | None:
+        if self._rate is None or self.policy is None:
+            return None
+        policy = self.policy
+        since = now - self._cut_at
+        k = (self._rate_max * (1 - policy.beta) / policy.growth) ** (1 / 3) if policy.growth else 0
+        grown = self._rate_max + policy.growth * (since - k) ** 3
+        return max(policy.min_rate, self._rate if since <= 0 else max(self._rate, grown))
+
+    def _record(self, now: float, *, ok: bool) -> None:
+        events = self._events
+        events.append((now, ok))
+        horizon = now - (self.policy.window if self.policy else 1.0)
+        while events and events[0][0] < horizon:
+            events.popleft()
+        if self._first_event_at is None:
+            self._first_event_at = now
+
+    def _on_success(self, *, probe: bool) -> None:
+        policy = self.policy
+        if policy is None:
+            return
+        now = self._clock()
+        self._record(now, ok=True)
+        self._budget = min(policy.retry_budget, self._budget + policy.success_refund)
+        if probe or self._breaker_open:
+            self._close_breaker()
+
+    def _on_error(self, error: SunoPersonaError, *, probe: bool) -> None:
+        policy = self.policy
+        if policy is None:
+            return
+        now = self._clock()
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None and isinstance(error, (RateLimitError, ServiceUnavailableError)):
+            self._paused_until = max(self._paused_until, now + retry_after)
+        if isinstance(error, ServiceUnavailableError):
+            self._open_breaker(now, retry_after, probe=probe)
+            return
+        if probe:
+            self._close_breaker()
+        if isinstance(error, RateLimitError):
+            self._record(now, ok=False)
+            if policy.adaptive_rate:
+                self._maybe_cut(now)
+
+    def _maybe_cut(self, now: float) -> None:
+        policy = self.policy
+        assert policy is not None  # noqa: S101 - only called with a policy
+        if self._rate is not None and now - self._cut_at < policy.window:
+            return
+        accepted = sum(1 for _, ok in self._events if ok)
+        rejected = len(self._events) - accepted
+        if accepted == 0 or rejected < max(2, 0.05 * len(self._events)):
+            return
+        span = min(policy.window, max(now - (self._first_event_at or now), policy.window / 5))
+        measured = accepted / span if span > 0 else policy.min_rate
+        current = self._current_rate(now)
+        base = measured if current is None else min(measured, current)
+        self._rate_max = max(policy.min_rate, base)
+        self._rate = max(policy.min_rate, base * policy.beta)
+        self._cut_at = now
+        self._tokens = 0.0
+        self._refilled_at = now
+
+    def _open_breaker(self, now: float, retry_after: float | None, *, probe: bool) -> None:
+        policy = self.policy
+        assert policy is not None  # noqa: S101 - only called with a policy
+        if not self._breaker_open:
+            self._breaker_open = True
+            self._breaker_closed = asyncio.Event()
+            self._probe_interval = policy.probe_initial
+        elif probe:
+            self._probe_interval = min(policy.probe_max, self._probe_interval * 2)
+        if probe or self._next_probe_at < now:
+            self._next_probe_at = now + max(self._probe_interval, retry_after or 0.0)
+        if probe:
+            self._probe_in_flight = False
+
+    def _close_breaker(self) -> None:
+        self._probe_in_flight = False
+        if self._breaker_open:
+            self._breaker_open = False
+            self._breaker_closed.set()
