@@ -1,0 +1,598 @@
+"""Benchmark harness: suno-persona against plain aiohttp and the usual tenacity recipe.
+
+Run from the repository root with the virtualenv active::
+
+    python -m benchmarks.run                                  # every scenario and contender
+    python -m benchmarks.run --scenario cpu --repeat 3
+
+The server (``benchmarks/server.py``) runs in a child process on 127.0.0.1. Markdown tables go to
+stdout, progress to stderr. ``benchmarks/README.md`` explains the scenarios and the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import faulthandler
+import gc
+import importlib
+import importlib.metadata
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+ENDPOINT = "/api/v1/client/job/suno-persona-generate"
+SERVER_SCRIPT = Path(__file__).resolve().with_name("server.py")
+API_KEY = "bench-key"
+THROTTLED = frozenset({429, 455})
+
+# The usual recipe: full-jitter exponential backoff.
+# Attempt n is followed by a wait drawn from uniform(0, min(MAX_WAIT, MULTIPLIER * 2 ** (n - 1))).
+RECIPE_MULTIPLIER = 0.5
+RECIPE_MAX_WAIT = 20.0
+RECIPE_MAX_ATTEMPTS = 20
+
+# suno_persona is given room to finish every run: the benchmark measures pacing, not giving up.
+LIBRARY_MAX_ATTEMPTS = 50
+LIBRARY_MAX_DELAY = 10.0
+
+CONTENDERS = ("raw", "recipe", "suno_persona")
+TARGET_TIME_RATIO = 1.25
+TARGET_429_PER_REQUEST = 0.10
+TARGET_455_SLACK = 10
+TARGET_AFTER_WINDOW = 1.5
+TARGET_CPU_RATIO = 1.25
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    requests: int
+    concurrency: int
+    rate: float = 0.0
+    burst: int = 1
+    window: float = 0.0
+    warmup: int = 0
+    repeat: int = 1
+
+    @property
+    def ideal(self) -> float:
+        return max(0, self.requests - self.burst) / self.rate if self.rate else math.nan
+
+
+SCENARIOS = {
+    "rate": Scenario("rate", "Rate limit", requests=300, concurrency=32, rate=50.0, burst=10),
+    "maintenance": Scenario("maintenance", "Maintenance window", 100, 50, window=2.0),
+    "cpu": Scenario("cpu", "Client CPU", requests=2000, concurrency=32, warmup=200, repeat=7),
+}
+
+
+@dataclass
+class Workload:
+    concurrency: int
+    bodies: list[dict[str, str]]
+    persona_requests: list[Any]
+
+
+@dataclass
+class Outcome:
+    ok: int = 0
+    failed: int = 0
+    first_error: str | None = None
+
+    def add_failure(self, error: object) -> None:
+        self.failed += 1
+        if self.first_error is None:
+            self.first_error = repr(error)
+
+
+@dataclass
+class Measurement:
+    contender: str
+    status: str = "ok"
+    outcome: Outcome = field(default_factory=Outcome)
+    wall: float = math.nan
+    cpu: float = math.nan
+    after_window: float = math.nan
+    counts: dict[str, int] = field(default_factory=dict)
+    total_http: int = 0
+
+    def count(self, code: int) -> int:
+        return self.counts.get(str(code), 0)
+
+
+Contender = Callable[[str, Workload], Awaitable[Outcome]]
+
+
+# --------------------------------------------------------------------------- contenders
+
+
+async def run_raw(base_url: str, work: Workload) -> Outcome:
+    """Plain aiohttp; a 429 or 455 is sent again at once, with no backoff."""
+    url = base_url + ENDPOINT
+    gate = asyncio.Semaphore(work.concurrency)
+
+    async with aiohttp.ClientSession(headers={"x-api-key": API_KEY}) as session:
+
+        async def create(body: dict[str, str]) -> str:
+            async with gate:
+                while True:
+                    async with session.post(url, json=body) as response:
+                        payload = await response.json()
+                    if response.status not in THROTTLED:
+                        break
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {payload}")
+            return payload["data"]["persona_id"]
+
+        results = await asyncio.gather(*map(create, work.bodies), return_exceptions=True)
+    return _tally(results, lambda r: isinstance(r, str))
+
+
+def _throttled(exc: BaseException) -> bool:
+    return isinstance(exc, aiohttp.ClientResponseError) and exc.status in THROTTLED
+
+
+@retry(
+    retry=retry_if_exception(_throttled),
+    wait=wait_random_exponential(multiplier=RECIPE_MULTIPLIER, max=RECIPE_MAX_WAIT),
+    stop=stop_after_attempt(RECIPE_MAX_ATTEMPTS),
+    reraise=True,
+)
+async def _recipe_create(session: aiohttp.ClientSession, url: str, body: dict[str, str]) -> str:
+    async with session.post(url, json=body) as response:
+        response.raise_for_status()
+        payload = await response.json()
+    return payload["data"]["persona_id"]
+
+
+async def run_recipe(base_url: str, work: Workload) -> Outcome:
+    """aiohttp + tenacity's @retry with full-jitter exponential backoff, under a semaphore."""
+    url = base_url + ENDPOINT
+    gate = asyncio.Semaphore(work.concurrency)
+
+    async with aiohttp.ClientSession(headers={"x-api-key": API_KEY}) as session:
+
+        async def create(body: dict[str, str]) -> str:
+            async with gate:
+                return await _recipe_create(session, url, body)
+
+        results = await asyncio.gather(*map(create, work.bodies), return_exceptions=True)
+    return _tally(results, lambda r: isinstance(r, str))
+
+
+@dataclass
+class Library:
+    """suno_persona if its client is usable yet, else why not."""
+
+    module: Any = None
+    unavailable: str = ""
+    notes: list[str] = field(default_factory=list)
+    policy: Any = None
+
+    @classmethod
+    def load(cls) -> Library:
+        try:
+            sp = importlib.import_module("suno_persona")
+        except Exception as exc:
+            return cls(unavailable=f"n/a (import failed: {exc!r})")
+        client_class = getattr(sp, "AsyncPersonaClient", None)
+        if client_class is None or not hasattr(client_class, "generate_many"):
+            return cls(unavailable="n/a (not available)")
+        library = cls(module=sp)
+        policy_class = getattr(sp, "RetryPolicy", None)
+        if policy_class is None:
+            library.notes.append("suno_persona has no RetryPolicy: its default policy was used.")
+            return library
+        try:
+            library.policy = policy_class(
+                max_attempts=LIBRARY_MAX_ATTEMPTS, deadline=None, max_delay=LIBRARY_MAX_DELAY
+            )
+        except TypeError as exc:
+            library.notes.append(f"RetryPolicy(...) refused ({exc}): default policy used.")
+        return library
+
+    def requests_for(self, bodies: list[dict[str, str]]) -> list[Any]:
+        if self.module is None:
+            return []
+        return [self.module.PersonaRequest(**body) for body in bodies]
+
+    async def run(self, base_url: str, work: Workload) -> Outcome:
+        sp = self.module
+        options: dict[str, Any] = {"api_key": API_KEY, "base_url": base_url}
+        if self.policy is not None:
+            options["retry"] = self.policy
+        async with sp.AsyncPersonaClient(**options) as client:
+            results = await client.generate_many(
+                work.persona_requests, concurrency=work.concurrency
+            )
+        return _tally(results, lambda r: isinstance(r, sp.Persona))
+
+
+def _tally(results: list[Any], succeeded: Callable[[Any], bool]) -> Outcome:
+    outcome = Outcome()
+    for result in results:
+        if succeeded(result):
+            outcome.ok += 1
+        else:
+            outcome.add_failure(result)
+    return outcome
+
+
+# --------------------------------------------------------------------------- server
+
+
+@contextlib.asynccontextmanager
+async def local_server() -> AsyncIterator[str]:
+    """Start benchmarks/server.py in a child process; yield its base URL."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SERVER_SCRIPT),
+        "--port",
+        "0",
+        "--watch-stdin",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), 20)
+        if not line.startswith(b"PORT "):
+            raise RuntimeError(f"benchmark server did not start: {line!r}")
+        yield f"http://127.0.0.1:{int(line.split()[1])}"
+    finally:
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 5)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+class Control:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self.session = session
+        self.base_url = base_url
+
+    async def _call(self, method: str, path: str, **params: float) -> dict[str, Any]:
+        url = f"{self.base_url}/_control/{path}"
+        async with self.session.request(method, url, params=params) as response:
+            response.raise_for_status()
+            return await response.json()
+
+    async def reset(self, scenario: Scenario) -> None:
+        await self._call("POST", "reset", rate=scenario.rate, burst=scenario.burst)
+
+    async def maintenance(self, seconds: float) -> None:
+        await self._call("POST", "maintenance", seconds=seconds)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._call("GET", "stats")
+
+
+# --------------------------------------------------------------------------- running
+
+
+async def _bounded(coro: Awaitable[Outcome], limit: float) -> Outcome | str:
+    """Await ``coro`` for at most ``limit`` seconds; a string says why there is no outcome."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=limit)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+        return f"timeout (> {limit:g} s)"
+    error = task.exception()
+    if error is not None:
+        return f"error: {error!r}"[:200]
+    return task.result()
+
+
+@dataclass
+class Bench:
+    """What every run shares: the server, the contenders and the time budget."""
+
+    base_url: str
+    control: Control
+    library: Library
+    contenders: dict[str, Contender]
+    timeout: float
+    deadline: float
+
+    async def run(self, scenario: Scenario, name: str) -> Measurement:
+        if name not in self.contenders:
+            return Measurement(name, status=self.library.unavailable)
+        limit = min(self.timeout, self.deadline - time.monotonic())
+        if limit < 1:
+            return Measurement(name, status="skipped (time budget spent)")
+        contender = self.contenders[name]
+        if scenario.warmup:
+            await self.control.reset(scenario)
+            warmup = self.workload(scenario, scenario.warmup, "w")
+            await _bounded(contender(self.base_url, warmup), limit)
+        work = self.workload(scenario, scenario.requests, "")
+        await self.control.reset(scenario)
+        gc.collect()
+        await asyncio.sleep(0.05)
+        start = time.monotonic()
+        if scenario.window:
+            await self.control.maintenance(scenario.window)
+            start = (start + time.monotonic()) / 2
+        cpu_start = time.process_time()
+        result = await _bounded(contender(self.base_url, work), limit)
+        cpu = time.process_time() - cpu_start
+        end = time.monotonic()
+        stats = await self.control.stats()
+        measurement = Measurement(name, counts=stats["counts"], total_http=stats["total"])
+        if isinstance(result, str):
+            measurement.status = result
+            return measurement
+        measurement.outcome = result
+        measurement.wall = end - start
+        measurement.cpu = cpu
+        if scenario.window:
+            measurement.after_window = end - (start + scenario.window)
+        return measurement
+
+    def workload(self, scenario: Scenario, count: int, tag: str) -> Workload:
+        bodies = [
+            {"task_id": f"task_{tag}{i:06d}", "suno_id": f"suno_{tag}{i:06d}", "name": f"V {i}"}
+            for i in range(count)
+        ]
+        return Workload(scenario.concurrency, bodies, self.library.requests_for(bodies))
+
+
+async def run_all(args: argparse.Namespace, library: Library) -> dict[str, list[list[Measurement]]]:
+    contenders: dict[str, Contender] = {"raw": run_raw, "recipe": run_recipe}
+    if library.module is not None:
+        contenders["suno_persona"] = library.run
+    deadline = time.monotonic() + args.budget
+    results: dict[str, list[list[Measurement]]] = {}
+    async with local_server() as base_url, aiohttp.ClientSession() as session:
+        bench = Bench(
+            base_url, Control(session, base_url), library, contenders, args.timeout, deadline
+        )
+        for scenario in args.scenarios:
+            names = list(args.contenders)
+            if scenario.name == "cpu" and "raw" not in names:
+                names.insert(0, "raw")
+            runs: dict[str, list[Measurement]] = {name: [] for name in names}
+            for repeat in range(scenario.repeat):
+                for name in names:
+                    runs[name].append(await bench.run(scenario, name))
+                    _progress(scenario, runs[name][-1], repeat, scenario.repeat)
+            results[scenario.name] = list(runs.values())
+    return results
+
+
+def _progress(scenario: Scenario, m: Measurement, repeat: int, repeats: int) -> None:
+    detail = m.status
+    if m.status == "ok":
+        detail = f"{m.wall:.2f} s, CPU {m.cpu:.3f} s, {m.total_http} HTTP requests"
+    print(f"[{scenario.name} {repeat + 1}/{repeats}] {m.contender}: {detail}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _median(runs: list[Measurement], value: Callable[[Measurement], float]) -> float:
+    return statistics.median(value(m) for m in runs)
+
+
+def _fmt(value: float, spec: str = ".2f") -> str:
+    return "n/a" if math.isnan(value) else format(value, spec)
+
+
+def _check(value: float, limit: float, spec: str = ".2f") -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:{spec}} {'✓' if value <= limit else '✗'}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _failed_row(runs: list[Measurement], width: int) -> list[str] | None:
+    bad = next((m for m in runs if m.status != "ok"), None)
+    if bad is None:
+        return None
+    return [bad.contender, bad.status] + ["n/a"] * (width - 2)
+
+
+def _succeeded(runs: list[Measurement], requests: int) -> str:
+    return f"{min(m.outcome.ok for m in runs)}/{requests}"
+
+
+def report_rate(scenario: Scenario, groups: list[list[Measurement]]) -> str:
+    header = ["contender", "succeeded", "time (s)", "time / ideal", "429s", "429s per request"]
+    header.append("HTTP requests")
+    rows = []
+    for runs in groups:
+        row = _failed_row(runs, len(header))
+        if row is None:
+            wall = _median(runs, lambda m: m.wall)
+            throttled = _median(runs, lambda m: m.count(429))
+            row = [
+                runs[0].contender,
+                _succeeded(runs, scenario.requests),
+                _fmt(wall),
+                _check(wall / scenario.ideal, TARGET_TIME_RATIO),
+                _fmt(throttled, ".0f"),
+                _check(throttled / scenario.requests, TARGET_429_PER_REQUEST, ".3f"),
+                _fmt(_median(runs, lambda m: m.total_http), ".0f"),
+            ]
+        rows.append(row)
+    intro = (
+        f"Server: token bucket {scenario.rate:g} requests/s, burst {scenario.burst}, "
+        f"429 without Retry-After. Ideal time ({scenario.requests} - {scenario.burst}) / "
+        f"{scenario.rate:g} = {scenario.ideal:.2f} s. Targets: time / ideal <= "
+        f"{TARGET_TIME_RATIO}, 429s per request <= {TARGET_429_PER_REQUEST}."
+    )
+    return f"{intro}\n\n{_table(header, rows)}"
+
+
+def report_maintenance(scenario: Scenario, groups: list[list[Measurement]]) -> str:
+    target_455 = scenario.concurrency + TARGET_455_SLACK
+    header = ["contender", "succeeded", "455s", "done after window (s)", "total time (s)"]
+    header.append("HTTP requests")
+    rows = []
+    for runs in groups:
+        row = _failed_row(runs, len(header))
+        if row is None:
+            row = [
+                runs[0].contender,
+                _succeeded(runs, scenario.requests),
+                _check(_median(runs, lambda m: m.count(455)), target_455, ".0f"),
+                _check(_median(runs, lambda m: m.after_window), TARGET_AFTER_WINDOW),
+                _fmt(_median(runs, lambda m: m.wall)),
+                _fmt(_median(runs, lambda m: m.total_http), ".0f"),
+            ]
+        rows.append(row)
+    intro = (
+        f"Server: every request answered 455 (no Retry-After) for {scenario.window:g} s from "
+        f"the start, no rate limit. Targets: 455s <= concurrency + {TARGET_455_SLACK} = "
+        f"{target_455}, all done <= {TARGET_AFTER_WINDOW} s after the window ends."
+    )
+    return f"{intro}\n\n{_table(header, rows)}"
+
+
+def report_cpu(scenario: Scenario, groups: list[list[Measurement]]) -> str:
+    header = ["contender", "succeeded", "wall (s)", "CPU per request (µs)", "ratio to raw"]
+    baseline = next((runs for runs in groups if runs[0].contender == "raw"), [])
+    rows = []
+    for runs in groups:
+        row = _failed_row(runs, len(header))
+        if row is None:
+            pairs = zip(runs, baseline, strict=False)
+            ratios = [m.cpu / raw.cpu for m, raw in pairs if raw.status == "ok"]
+            row = [
+                runs[0].contender,
+                _succeeded(runs, scenario.requests),
+                _fmt(_median(runs, lambda m: m.wall)),
+                _fmt(_median(runs, lambda m: m.cpu / scenario.requests * 1e6), ".0f"),
+                _check(statistics.median(ratios) if ratios else math.nan, TARGET_CPU_RATIO),
+            ]
+        rows.append(row)
+    intro = (
+        "Client process CPU (time.process_time) for successful POSTs, server in another "
+        f"process, after a {scenario.warmup}-request warm-up. Each round runs every contender "
+        "back to back; the ratio is the median over rounds of CPU / raw's CPU in the same round. "
+        f"Target: ratio to raw <= {TARGET_CPU_RATIO}."
+    )
+    return f"{intro}\n\n{_table(header, rows)}"
+
+
+REPORTS = {"rate": report_rate, "maintenance": report_maintenance, "cpu": report_cpu}
+
+
+def _failure_notes(groups: list[list[Measurement]]) -> list[str]:
+    notes = []
+    for runs in groups:
+        failed = [m for m in runs if m.status == "ok" and m.outcome.failed]
+        if failed:
+            worst = max(failed, key=lambda m: m.outcome.failed)
+            notes.append(
+                f"{worst.contender}: {worst.outcome.failed} request(s) failed in a run, e.g. "
+                f"{(worst.outcome.first_error or '')[:160]}"
+            )
+    return notes
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def machine_line() -> str:
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = [f"Python {platform.python_version()}"]
+    versions += [f"{package} {_version(package)}" for package in ("aiohttp", "tenacity")]
+    versions.append(f"suno-persona {_version('suno-persona')}")
+    system = f"{platform.system()} {platform.release()}"
+    return f"Machine: {model}, {cores} cores, {system}; {', '.join(versions)}."
+
+
+def render(args: argparse.Namespace, library: Library, results: dict[str, Any]) -> str:
+    parts = ["## Benchmarks", "", machine_line()]
+    for scenario in args.scenarios:
+        groups = results[scenario.name]
+        heading = f"### {scenario.title}: {scenario.requests} requests"
+        heading += f", concurrency {scenario.concurrency}"
+        if scenario.repeat > 1:
+            heading += f" (median of {scenario.repeat} runs)"
+        parts += ["", heading, "", REPORTS[scenario.name](scenario, groups)]
+        notes = _failure_notes(groups)
+        if "suno_persona" in args.contenders:
+            notes += library.notes
+        if scenario.name != "cpu" and "raw" in args.contenders:
+            notes.append("raw sends a 429 or 455 again at once, with no backoff.")
+        if notes:
+            parts += ["", *(f"- {note}" for note in notes)]
+    return "\n".join(parts)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark suno-persona against a local server.")
+    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    parser.add_argument(
+        "--contender", action="append", choices=CONTENDERS, help="repeatable; default: all three"
+    )
+    parser.add_argument("--requests", type=int, help="override the scenario's request count")
+    parser.add_argument("--concurrency", type=int, help="override the scenario's concurrency")
+    parser.add_argument(
+        "--repeat", type=int, help="runs per contender, median shown (default 1, cpu 7)"
+    )
+    parser.add_argument("--timeout", type=float, default=60.0, help="cap per run, seconds")
+    parser.add_argument("--budget", type=float, help="cap for everything (default 180 s)")
+    args = parser.parse_args(argv)
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    overrides = {
+        key: value
+        for key, value in (
+            ("requests", args.requests),
+            ("concurrency", args.concurrency),
+            ("repeat", max(1, args.repeat or 1) if args.repeat is not None else None),
+        )
+        if value is not None
+    }
+    args.scenarios = [replace(SCENARIOS[name], **overrides) for name in names]
+    args.contenders = tuple(args.contender or CONTENDERS)
+    if args.budget is None:
+        args.budget = 180.0 * max(1, args.repeat or 1)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    faulthandler.dump_traceback_later(args.budget + 60, exit=True)
+    library = Library.load()
+    results = asyncio.run(run_all(args, library))
+    faulthandler.cancel_dump_traceback_later()
+    print(render(args, library, results))
+
+
+if __name__ == "__main__":
+    main()
