@@ -214,10 +214,26 @@ class AsyncPersonaClient:
     async def _generate(self, request: PersonaRequest) -> Persona:
         session = self._ensure_open()
         policy = self._retry
-        started = self._clock()
-        deadline_at = None if policy.deadline is None else started + policy.deadline
+        deadline_at = None if policy.deadline is None else self._clock() + policy.deadline
         prepared = _protocol.build_request(request, api_key=self._api_key)
         url = self._base_url + prepared.path
+
+        async def attempt(number: int) -> Persona:
+            try:
+                return await self._attempt(session, url, prepared, request, deadline_at, number)
+            except SunoPersonaError as error:
+                error.attempts = number
+                error.retryable = policy.is_retryable(error)
+                raise
+
+        # Most first attempts succeed: the tenacity driver is built only once one has
+        # failed, and that failure is handed to it as the outcome of attempt 1.
+        try:
+            return await attempt(1)
+        except SunoPersonaError as error:
+            if not error.retryable or policy.max_attempts == 1:
+                raise
+            first_failure = error
         retrying = build_retrying(
             policy,
             sleep=self._sleep,
@@ -226,27 +242,16 @@ class AsyncPersonaClient:
             rng=self._rng,
             spend=self._throttle.spend_retry,
         )
-        async for attempt in retrying:
-            with attempt:
-                number = attempt.retry_state.attempt_number
-                try:
-                    return await self._attempt(
-                        session=session,
-                        url=url,
-                        prepared=prepared,
-                        request=request,
-                        deadline_at=deadline_at,
-                        number=number,
-                    )
-                except SunoPersonaError as error:
-                    error.attempts = number
-                    error.retryable = policy.is_retryable(error)
-                    raise
+        async for try_ in retrying:
+            with try_:
+                number = try_.retry_state.attempt_number
+                if number == 1:
+                    raise first_failure
+                return await attempt(number)
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
-    async def _attempt(
+    async def _attempt(  # noqa: PLR0917 - private, called from one place
         self,
-        *,
         session: aiohttp.ClientSession,
         url: str,
         prepared: _protocol.PreparedRequest,
@@ -263,8 +268,13 @@ class AsyncPersonaClient:
                         "the call's deadline passed before this attempt", sent=False
                     )
             logger.debug("attempt %d: %s %s", number, prepared.method, url)
-            status, headers, body = await _send(session, url, prepared, timeout)
+            # Our own session already applies self._timeout; only a shorter one, or a
+            # session of the user's, needs a timeout of its own on the request.
+            own_timeout = timeout == self._timeout and session is not self._user_session
             try:
+                status, headers, body = await _send(
+                    session, url, prepared, None if own_timeout else timeout
+                )
                 persona = _protocol.parse_response(
                     status, headers, body, request=request, now=time.time()
                 )
@@ -290,9 +300,15 @@ async def _send(
     session: aiohttp.ClientSession,
     url: str,
     prepared: _protocol.PreparedRequest,
-    timeout: float,
+    timeout: float | None,
 ) -> tuple[int, Mapping[str, str], bytes]:
-    """One HTTP exchange; every foreign failure comes out as one of our errors."""
+    """One HTTP exchange; every foreign failure comes out as one of our errors.
+
+    ``timeout`` bounds the whole exchange, body included; ``None`` leaves the session's.
+    """
+    options: dict[str, Any] = {}
+    if timeout is not None:
+        options["timeout"] = aiohttp.ClientTimeout(total=timeout)
     try:
         async with session.request(
             prepared.method,
@@ -300,14 +316,14 @@ async def _send(
             data=prepared.body,
             headers=prepared.headers,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            **options,
         ) as response:
             body = await _read_capped(response)
             return response.status, response.headers, body
     except aiohttp.ConnectionTimeoutError as error:
         raise APITimeoutError(f"timed out connecting: {error}", sent=False) from error
     except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as error:
-        raise APITimeoutError(f"no complete reply within {timeout:.3g}s", sent=True) from error
+        raise APITimeoutError("no complete reply within the attempt's timeout") from error
     except aiohttp.ClientConnectorError as error:
         raise APIConnectionError(
             f"could not connect: {error.strerror or error}", sent=False
@@ -323,6 +339,8 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
             f"reply body of {declared} bytes exceeds the {MAX_BODY_BYTES}-byte cap",
             http_status=response.status,
         )
+    if declared is not None:
+        return await response.read()
     chunks: list[bytes] = []
     size = 0
     while chunk := await response.content.read(_CHUNK):

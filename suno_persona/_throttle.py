@@ -25,6 +25,7 @@ import attrs
 
 from suno_persona._errors import (
     APIConnectionError,
+    APIError,
     APITimeoutError,
     RateLimitError,
     ServiceUnavailableError,
@@ -125,7 +126,7 @@ class Throttle:
         self._probe_in_flight = False
         self._next_probe_at = 0.0
         self._probe_interval = 0.0
-        self._breaker_closed = asyncio.Event()
+        self._breaker_changed = asyncio.Event()
         # retry budget
         self._budget = policy.retry_budget if policy is not None else 0
 
@@ -147,6 +148,7 @@ class Throttle:
             finally:
                 if probe and not ticket._reported:  # noqa: SLF001
                     self._probe_in_flight = False
+                    self._notify_breaker()
         finally:
             if self._in_flight is not None:
                 self._in_flight.release()
@@ -174,25 +176,21 @@ class Throttle:
             if not self._probe_in_flight and now >= self._next_probe_at:
                 self._probe_in_flight = True
                 return True
-            wake = self._next_probe_at if not self._probe_in_flight else None
-            await self._wait_breaker(wake, deadline_at)
+            if deadline_at is not None and deadline_at <= now:
+                raise APITimeoutError(
+                    "the call's deadline passed while the API was in maintenance", sent=False
+                )
+            if self._probe_in_flight:
+                await self._wait(self._breaker_changed.wait(), deadline_at)
+            else:
+                wake_at = self._next_probe_at
+                if deadline_at is not None:
+                    wake_at = min(wake_at, deadline_at)
+                await self._sleep(wake_at - now)
         if self._rate is None and self._paused_until <= self._clock():
             return False
         await self._wait(self._take_token(deadline_at), deadline_at)
         return False
-
-    async def _wait_breaker(self, wake_at: float | None, deadline_at: float | None) -> None:
-        closed = self._breaker_closed
-        timeout = None if wake_at is None else max(0.0, wake_at - self._clock())
-        if deadline_at is not None:
-            remaining = deadline_at - self._clock()
-            if remaining <= 0:
-                raise APITimeoutError(
-                    "the call's deadline passed while the API was in maintenance", sent=False
-                )
-            timeout = remaining if timeout is None else min(timeout, remaining)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(closed.wait(), timeout)
 
     async def _take_token(self, deadline_at: float | None) -> None:
         async with self._lock:
@@ -266,7 +264,10 @@ class Throttle:
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None and isinstance(error, (RateLimitError, ServiceUnavailableError)):
             self._paused_until = max(self._paused_until, now + retry_after)
-        if isinstance(error, ServiceUnavailableError):
+        if isinstance(error, ServiceUnavailableError) or (
+            probe and not isinstance(error, APIError)
+        ):
+            # A probe that got no answer from the API says nothing about the maintenance.
             self._open_breaker(now, retry_after, probe=probe)
             return
         if probe:
@@ -300,7 +301,6 @@ class Throttle:
         assert policy is not None  # noqa: S101 - only called with a policy
         if not self._breaker_open:
             self._breaker_open = True
-            self._breaker_closed = asyncio.Event()
             self._probe_interval = policy.probe_initial
         elif probe:
             self._probe_interval = min(policy.probe_max, self._probe_interval * 2)
@@ -308,9 +308,15 @@ class Throttle:
             self._next_probe_at = now + max(self._probe_interval, retry_after or 0.0)
         if probe:
             self._probe_in_flight = False
+            self._notify_breaker()
 
     def _close_breaker(self) -> None:
         self._probe_in_flight = False
         if self._breaker_open:
             self._breaker_open = False
-            self._breaker_closed.set()
+            self._notify_breaker()
+
+    def _notify_breaker(self) -> None:
+        """Wake every task waiting on the breaker, so each looks at the new state."""
+        changed, self._breaker_changed = self._breaker_changed, asyncio.Event()
+        changed.set()

@@ -58,6 +58,7 @@ class ScriptedServer:
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.counter = 0
+        self.got_request = asyncio.Event()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1
@@ -65,6 +66,7 @@ class ScriptedServer:
         try:
             raw = await request.read()
             self.seen.append({"headers": dict(request.headers), "body": raw, "path": request.path})
+            self.got_request.set()
             if self.script:
                 reply = self.script.pop(0)
                 if callable(reply):
