@@ -30,33 +30,31 @@ async def as_completed(
 ) -> AsyncIterator[tuple[int, R]]:
     """Yield ``(index, await work(items[index]))`` as each finishes, every index once.
 
-    At most ``concurrency`` calls run at once: a new one starts only when one ends, so no
-    more tasks exist than that. Leaving the loop early cancels and awaits those still
-    running. ``work`` must not raise for an item's own failure (it returns it instead);
-    an exception it does raise cancels the rest and propagates.
+    ``concurrency`` workers take the indices in order from one shared iterator, so no
+    more than that many calls run at once and no task is made per item. Leaving the loop
+    early cancels the workers and waits for them. ``work`` must not raise for an item's
+    own failure (it returns it instead); an exception it does raise cancels the rest and
+    propagates.
     """
     _check(concurrency)
+    finished: asyncio.Queue[tuple[int, R] | BaseException] = asyncio.Queue()
+    indices = iter(range(len(items)))
 
-    async def run(index: int) -> tuple[int, R]:
-        return index, await work(items[index])
+    async def worker() -> None:
+        try:
+            for index in indices:
+                finished.put_nowait((index, await work(items[index])))
+        except Exception as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            finished.put_nowait(error)
 
-    pending: set[asyncio.Task[tuple[int, R]]] = set()
-    upcoming = iter(range(len(items)))
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(items)))]
     try:
-        for index in upcoming:
-            pending.add(asyncio.ensure_future(run(index)))
-            if len(pending) >= concurrency:
-                break
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                index, result = task.result()
-                next_index = next(upcoming, None)
-                if next_index is not None:
-                    pending.add(asyncio.ensure_future(run(next_index)))
-                yield index, result
+        for _ in range(len(items)):
+            outcome = await finished.get()
+            if isinstance(outcome, BaseException):
+                raise outcome
+            yield outcome
     finally:
-        for task in pending:
+        for task in workers:
             task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*workers, return_exceptions=True)

@@ -121,10 +121,16 @@ class PersonaRequest:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON body as a dict: fields that were not given are left out."""
-        return {k: v for k, v in attrs.asdict(self, recurse=False).items() if v is not None}
+        body = {"task_id": self.task_id, "suno_id": self.suno_id, "name": self.name}
+        for key in _OPTIONAL:
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        return body
 
 
 _FIELD_NAMES = frozenset(a.name for a in attrs.fields(PersonaRequest))
+_OPTIONAL = ("description", "vocal_start", "vocal_end", "style")
 _REQUIRED = ("task_id", "suno_id", "name")
 
 

@@ -3,6 +3,9 @@
 It does four things, so that concurrent tasks cooperate instead of each hammering the API:
 
 * a cap on requests in flight (``max_concurrency``);
+* a slow start while nothing is known of the API's limit: at first only ``initial_window``
+  requests are in flight, one more for each success (so it doubles every round trip),
+  until the first 429 or until ``max_window`` requests are in flight;
 * an adaptive send rate learned from 429s: a token bucket whose rate is cut to a share of
   the rate the server accepted, at most once per measurement window and never below a
   floor, then grows back along a CUBIC curve (the idea of botocore's adaptive retry mode);
@@ -18,8 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import attrs
 
@@ -34,6 +36,8 @@ from suno_persona._errors import (
 
 __all__ = ["Throttle", "ThrottlePolicy", "Ticket"]
 
+_MAX_EVENTS = 100_000
+
 
 def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value >= 0:
@@ -46,6 +50,10 @@ class ThrottlePolicy:
 
     Attributes:
         adaptive_rate: Learn a send rate from 429s.
+        initial_window: Requests in flight at first, while the API's limit is unknown;
+            ``None`` turns the slow start off.
+        max_window: The slow start ends when this many requests are in flight without
+            a 429.
         beta: After a burst of 429s the rate becomes ``beta`` times the rate the server
             accepted over the last ``window`` seconds.
         window: Measurement window in seconds; the rate is cut at most once per window.
@@ -60,10 +68,12 @@ class ThrottlePolicy:
     """
 
     adaptive_rate: bool = True
+    initial_window: int | None = 4
+    max_window: int = 64
     beta: float = attrs.field(default=0.85, validator=_non_negative)
     window: float = attrs.field(default=1.0, validator=_non_negative)
     min_rate: float = attrs.field(default=1.0, validator=_non_negative)
-    growth: float = attrs.field(default=4.0, validator=_non_negative)
+    growth: float = attrs.field(default=0.4, validator=_non_negative)
     probe_initial: float = attrs.field(default=0.25, validator=_non_negative)
     probe_max: float = attrs.field(default=1.0, validator=_non_negative)
     retry_budget: int = 500
@@ -73,14 +83,40 @@ class ThrottlePolicy:
 
 
 class Ticket:
-    """One request's pass through the gate; it reports the outcome back."""
+    """One request's pass through the gate: ``async with throttle.slot(deadline) as ticket``.
 
-    __slots__ = ("_probe", "_reported", "_throttle")
+    Entering waits for permission to send; the ticket then reports the outcome back, and
+    leaving gives the places it held back. The order of the waits matters: a place in
+    flight and in the start-up window first, then the breaker and the send rate, so no
+    request passes a check made before it waited.
+    """
 
-    def __init__(self, throttle: Throttle, *, probe: bool) -> None:
+    __slots__ = ("_deadline_at", "_probe", "_reported", "_throttle", "_windowed")
+
+    def __init__(self, throttle: Throttle, deadline_at: float | None) -> None:
         self._throttle = throttle
-        self._probe = probe
+        self._deadline_at = deadline_at
+        self._probe = False
+        self._windowed = False
         self._reported = False
+
+    async def __aenter__(self) -> Ticket:  # noqa: PYI034 - no typing.Self in 3.10
+        throttle = self._throttle
+        if throttle._in_flight is not None:  # noqa: SLF001
+            await throttle._wait(throttle._in_flight.acquire(), self._deadline_at)  # noqa: SLF001
+        try:
+            self._windowed = await throttle._enter_window(self._deadline_at)  # noqa: SLF001
+            self._probe = await throttle._admit(self._deadline_at)  # noqa: SLF001
+        except BaseException:
+            self._leave()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._leave()
+
+    def _leave(self) -> None:
+        self._throttle._leave(self)  # noqa: SLF001
 
     def succeeded(self) -> None:
         """The API accepted the request."""
@@ -111,13 +147,19 @@ class Throttle:
             asyncio.Semaphore(max_concurrency) if max_concurrency is not None else None
         )
         self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._waiting = 0
+        # slow start
+        self._window = policy.initial_window if policy is not None else None
+        self._windowed = 0
         # adaptive rate
         self._rate: float | None = None
         self._rate_max = 0.0
         self._cut_at = 0.0
         self._tokens = 0.0
         self._refilled_at = 0.0
-        self._events: collections.deque[tuple[float, bool]] = collections.deque()
+        self._accepted: collections.deque[float] = collections.deque(maxlen=_MAX_EVENTS)
+        self._rejected: collections.deque[float] = collections.deque(maxlen=_MAX_EVENTS)
         self._first_event_at: float | None = None
         # Retry-After
         self._paused_until = 0.0
@@ -126,7 +168,6 @@ class Throttle:
         self._probe_in_flight = False
         self._next_probe_at = 0.0
         self._probe_interval = 0.0
-        self._breaker_changed = asyncio.Event()
         # retry budget
         self._budget = policy.retry_budget if policy is not None else 0
 
@@ -135,23 +176,20 @@ class Throttle:
         """The learned send rate in requests per second, ``None`` while unlimited."""
         return self._current_rate(self._clock())
 
-    @contextlib.asynccontextmanager
-    async def slot(self, deadline_at: float | None) -> AsyncIterator[Ticket]:
-        """Wait for permission to send one request, and hold a place in flight while it runs."""
+    def slot(self, deadline_at: float | None) -> Ticket:
+        """A place to send one request: use as ``async with throttle.slot(d) as ticket``."""
+        return Ticket(self, deadline_at)
+
+    def _leave(self, ticket: Ticket) -> None:
+        if ticket._probe and not ticket._reported:  # noqa: SLF001
+            self._probe_in_flight = False
+            self._notify()
+        if ticket._windowed:  # noqa: SLF001
+            self._windowed -= 1
+            if self._waiting:
+                self._notify()
         if self._in_flight is not None:
-            await self._wait(self._in_flight.acquire(), deadline_at)
-        try:
-            probe = await self._admit(deadline_at)
-            ticket = Ticket(self, probe=probe)
-            try:
-                yield ticket
-            finally:
-                if probe and not ticket._reported:  # noqa: SLF001
-                    self._probe_in_flight = False
-                    self._notify_breaker()
-        finally:
-            if self._in_flight is not None:
-                self._in_flight.release()
+            self._in_flight.release()
 
     def spend_retry(self, error: BaseException) -> bool:
         """Take the cost of one retry after ``error`` from the budget; ``False`` when empty."""
@@ -181,7 +219,7 @@ class Throttle:
                     "the call's deadline passed while the API was in maintenance", sent=False
                 )
             if self._probe_in_flight:
-                await self._wait(self._breaker_changed.wait(), deadline_at)
+                await self._wait_for_change(deadline_at)
             else:
                 wake_at = self._next_probe_at
                 if deadline_at is not None:
@@ -191,6 +229,27 @@ class Throttle:
             return False
         await self._wait(self._take_token(deadline_at), deadline_at)
         return False
+
+    async def _enter_window(self, deadline_at: float | None) -> bool:
+        """Take a place in the start-up window, if the slow start is still on."""
+        while self._window is not None and self._rate is None:
+            if self._windowed < self._window:
+                self._windowed += 1
+                return True
+            await self._wait_for_change(deadline_at)
+        return False
+
+    async def _wait_for_change(self, deadline_at: float | None) -> None:
+        self._waiting += 1
+        try:
+            await self._wait(self._changed.wait(), deadline_at)
+        finally:
+            self._waiting -= 1
+
+    def _notify(self) -> None:
+        """Wake every task waiting on the gate's state, so each looks at it again."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def _take_token(self, deadline_at: float | None) -> None:
         async with self._lock:
@@ -237,12 +296,8 @@ class Throttle:
         grown = self._rate_max + policy.growth * (since - k) ** 3
         return max(policy.min_rate, self._rate if since <= 0 else max(self._rate, grown))
 
-    def _record(self, now: float, *, ok: bool) -> None:
-        events = self._events
-        events.append((now, ok))
-        horizon = now - (self.policy.window if self.policy else 1.0)
-        while events and events[0][0] < horizon:
-            events.popleft()
+    def _record(self, events: collections.deque[float], now: float) -> None:
+        events.append(now)
         if self._first_event_at is None:
             self._first_event_at = now
 
@@ -251,10 +306,16 @@ class Throttle:
         if policy is None:
             return
         now = self._clock()
-        self._record(now, ok=True)
+        self._record(self._accepted, now)
         self._budget = min(policy.retry_budget, self._budget + policy.success_refund)
         if probe or self._breaker_open:
             self._close_breaker()
+        if self._window is not None:
+            self._window += 1
+            if self._window >= policy.max_window:
+                self._window = None
+            if self._waiting:
+                self._notify()
 
     def _on_error(self, error: SunoPersonaError, *, probe: bool) -> None:
         policy = self.policy
@@ -273,18 +334,25 @@ class Throttle:
         if probe:
             self._close_breaker()
         if isinstance(error, RateLimitError):
-            self._record(now, ok=False)
+            self._record(self._rejected, now)
             if policy.adaptive_rate:
                 self._maybe_cut(now)
+            if self._window is not None:
+                self._window = None if self._rate is not None else max(1, self._window // 2)
+                if self._waiting:
+                    self._notify()
 
     def _maybe_cut(self, now: float) -> None:
         policy = self.policy
         assert policy is not None  # noqa: S101 - only called with a policy
         if self._rate is not None and now - self._cut_at < policy.window:
             return
-        accepted = sum(1 for _, ok in self._events if ok)
-        rejected = len(self._events) - accepted
-        if accepted == 0 or rejected < max(2, 0.05 * len(self._events)):
+        horizon = now - policy.window
+        for events in (self._accepted, self._rejected):
+            while events and events[0] < horizon:
+                events.popleft()
+        accepted, rejected = len(self._accepted), len(self._rejected)
+        if accepted == 0 or rejected < max(2, 0.05 * (accepted + rejected)):
             return
         span = min(policy.window, max(now - (self._first_event_at or now), policy.window / 5))
         measured = accepted / span if span > 0 else policy.min_rate
@@ -308,15 +376,10 @@ class Throttle:
             self._next_probe_at = now + max(self._probe_interval, retry_after or 0.0)
         if probe:
             self._probe_in_flight = False
-            self._notify_breaker()
+            self._notify()
 
     def _close_breaker(self) -> None:
         self._probe_in_flight = False
         if self._breaker_open:
             self._breaker_open = False
-            self._notify_breaker()
-
-    def _notify_breaker(self) -> None:
-        """Wake every task waiting on the breaker, so each looks at the new state."""
-        changed, self._breaker_changed = self._breaker_changed, asyncio.Event()
-        changed.set()
+            self._notify()
