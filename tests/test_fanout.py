@@ -1,0 +1,230 @@
+"""Fan-out: generate_many, generate_as_completed, and the caps on requests in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from aiohttp import web
+
+import suno_persona as sp
+from suno_persona._fanout import as_completed, gather_in_order
+from suno_persona.testing import PersonaEmulator
+
+FAST = sp.RetryPolicy(initial_delay=0.001, max_delay=0.01)
+
+
+def requests_for(count: int) -> list[sp.PersonaRequest]:
+    return [sp.PersonaRequest(task_id="task", suno_id=f"s{i}", name=f"n{i}") for i in range(count)]
+
+
+@pytest.fixture(name="emu")
+async def _emu():
+    rng = random.Random(5)
+    async with PersonaEmulator(latency=lambda: rng.uniform(0, 0.02)) as emulator:
+        yield emulator
+
+
+def client_for(base_url: str, **options) -> sp.AsyncPersonaClient:
+    options.setdefault("retry", FAST)
+    return sp.AsyncPersonaClient("sk-test", base_url=base_url, **options)
+
+
+def no_other_tasks() -> bool:
+    """No task is left but this one and the emulator's own request handlers."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    return all(t.get_coro().__qualname__.startswith("RequestHandler.") for t in others)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+class TestGenerateMany:
+    async def test_one_outcome_per_input_in_input_order(self, emu):
+        """Results come back in input order, whatever order they finish in."""
+        requests = requests_for(40)
+        async with client_for(emu.base_url) as client:
+            results = await client.generate_many(requests, concurrency=8)
+        assert len(results) == 40
+        for request, result in zip(requests, results, strict=True):
+            assert isinstance(result, sp.Persona)
+            assert result.request == request
+            assert emu.personas[result.persona_id] == request
+
+    async def test_errors_are_returned_in_place(self, emu):
+        """A failed request's error sits at its index; the others still succeed."""
+        requests = [*requests_for(3), {"task_id": "t", "suno_id": "x", "name": "n" * 101}]
+        emu.fail_next(501, "generation failed")
+        async with client_for(emu.base_url) as client:
+            results = await client.generate_many(requests, concurrency=1)
+        assert isinstance(results[0], sp.GenerationFailedError)
+        assert all(isinstance(r, sp.Persona) for r in results[1:3])
+        assert isinstance(results[3], sp.RequestValidationError)
+        assert results[3].field == "name"
+
+    async def test_invalid_inputs_are_never_sent(self, emu):
+        """Inputs that fail validation cost no request."""
+        bad = [
+            {"task_id": ""},
+            "not a mapping",
+            {"task_id": "t", "suno_id": "s", "name": "n", "x": 1},
+        ]
+        async with client_for(emu.base_url) as client:
+            results = await client.generate_many(bad)
+        assert all(isinstance(r, sp.RequestValidationError) for r in results)
+        assert emu.requests == []
+
+    async def test_empty_input(self, emu):
+        """No requests, no outcomes."""
+        async with client_for(emu.base_url) as client:
+            assert await client.generate_many([]) == []
+
+    @pytest.mark.parametrize("concurrency", [0, -1, 1.5, True])
+    async def test_bad_concurrency_is_refused(self, emu, concurrency):
+        """concurrency must be a positive int."""
+        async with client_for(emu.base_url) as client:
+            with pytest.raises(ValueError, match="concurrency"):
+                await client.generate_many(requests_for(2), concurrency=concurrency)
+
+    async def test_cancellation_propagates_and_leaves_no_task(self):
+        """Cancelling generate_many raises CancelledError and leaves nothing running."""
+        emu_slow = PersonaEmulator(latency=5)
+        async with emu_slow, client_for(emu_slow.base_url) as client:
+            task = asyncio.ensure_future(client.generate_many(requests_for(10), concurrency=4))
+            while not emu_slow.requests:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await settle()
+            assert no_other_tasks()
+
+
+class TestAsCompleted:
+    async def test_every_index_exactly_once(self, emu):
+        """generate_as_completed yields each index once, with its own outcome."""
+        requests = requests_for(30)
+        seen = {}
+        async with client_for(emu.base_url) as client:
+            async for index, outcome in client.generate_as_completed(requests, concurrency=6):
+                assert index not in seen
+                seen[index] = outcome
+        assert sorted(seen) == list(range(30))
+        assert all(seen[i].request == requests[i] for i in range(30))
+
+    async def test_breaking_out_cancels_the_rest(self):
+        """Leaving the loop early cancels outstanding work and leaves no task behind."""
+        async with PersonaEmulator(latency=lambda: 0.05) as emu:
+            async with client_for(emu.base_url) as client:
+                results = client.generate_as_completed(requests_for(100), concurrency=4)
+                async for _index, _outcome in results:
+                    break
+                await results.aclose()
+                await settle()
+                assert no_other_tasks()
+            assert len(emu.requests) < 20
+
+    async def test_break_without_aclose_still_cleans_up(self):
+        """A plain break (no aclose) also ends the outstanding work shortly after."""
+        async with PersonaEmulator(latency=lambda: 0.05) as emu, client_for(emu.base_url) as client:
+            async for _index, _outcome in client.generate_as_completed(
+                requests_for(100), concurrency=4
+            ):
+                break
+            for _ in range(50):
+                if no_other_tasks():
+                    break
+                await asyncio.sleep(0.01)
+            assert no_other_tasks()
+
+    async def test_cancelling_the_consumer_cancels_the_work(self):
+        """Cancelling the task that iterates propagates and leaves no task behind."""
+        async with PersonaEmulator(latency=5) as emu, client_for(emu.base_url) as client:
+
+            async def consume():
+                async for _ in client.generate_as_completed(requests_for(10), concurrency=3):
+                    pass
+
+            task = asyncio.ensure_future(consume())
+            while len(emu.requests) < 3:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await settle()
+            assert no_other_tasks()
+
+    async def test_a_bug_in_work_propagates(self):
+        """An exception the work does not return (a bug) cancels the rest and is raised."""
+
+        async def work(item):
+            if item == 3:
+                raise KeyError(item)
+            await asyncio.sleep(0.01)
+            return item
+
+        with pytest.raises(KeyError):
+            await gather_in_order(work, list(range(10)), 2)
+        await settle()
+        assert no_other_tasks()
+
+    async def test_never_more_than_concurrency_at_once(self):
+        """The pool runs at most `concurrency` calls at once and reaches it."""
+        running = peak = 0
+
+        async def work(item):
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.001)
+            running -= 1
+            return item
+
+        out = [i async for i, _ in as_completed(work, list(range(50)), 7)]
+        assert sorted(out) == list(range(50))
+        assert peak == 7
+
+
+class TestConcurrencyCaps:
+    @staticmethod
+    def slow(server, count):
+        async def reply(_request):
+            await asyncio.sleep(0.02)
+            server.counter += 1
+            return web.json_response(
+                {"code": 200, "message": "success", "data": {"persona_id": f"p{server.counter}"}}
+            )
+
+        server.script.extend([reply] * count)
+
+    async def test_concurrency_caps_requests_in_flight_at_the_server(self, server):
+        """generate_many(concurrency=5) never has more than 5 requests at the server."""
+        self.slow(server, 40)
+        async with client_for(server.base_url) as client:
+            results = await client.generate_many(requests_for(40), concurrency=5)
+        assert all(isinstance(r, sp.Persona) for r in results)
+        assert server.peak_in_flight == 5
+
+    async def test_max_concurrency_caps_all_callers_together(self, server):
+        """max_concurrency caps requests in flight across concurrent calls of one client."""
+        self.slow(server, 60)
+        async with client_for(server.base_url, max_concurrency=3) as client:
+            await asyncio.gather(
+                client.generate_many(requests_for(20), concurrency=10),
+                client.generate_many(requests_for(20), concurrency=10),
+                *(client.generate_persona(r) for r in requests_for(20)),
+            )
+        assert server.peak_in_flight == 3
+
+    async def test_attempt_counts_stay_exact_with_many_tasks(self, emu):
+        """With a thousand calls in flight, each error reports exactly its own attempts."""
+        policy = sp.RetryPolicy(max_attempts=3, initial_delay=0.001, max_delay=0.002)
+        emu.fail_next(429, times=3000, retry_after=0)
+        async with client_for(emu.base_url, retry=policy, throttle=None) as client:
+            results = await client.generate_many(requests_for(1000), concurrency=1000)
+        assert all(isinstance(r, sp.RateLimitError) for r in results)
+        assert {r.attempts for r in results} == {3}
+        assert len(emu.requests) == 3000
