@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 
@@ -42,6 +43,21 @@ _MAX_EVENTS = 100_000
 def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value >= 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _fraction(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0 < value <= 1:
+        raise ValueError(f"{attribute.name} must be in (0, 1], got {value!r}")
+
+
+def _window_size(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{attribute.name} must be an int >= 1, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -68,12 +84,12 @@ class ThrottlePolicy:
     """
 
     adaptive_rate: bool = True
-    initial_window: int | None = 4
-    max_window: int = 64
-    beta: float = attrs.field(default=0.85, validator=_non_negative)
-    window: float = attrs.field(default=1.0, validator=_non_negative)
-    min_rate: float = attrs.field(default=1.0, validator=_non_negative)
-    growth: float = attrs.field(default=0.4, validator=_non_negative)
+    initial_window: int | None = attrs.field(default=4, validator=_window_size)
+    max_window: int = attrs.field(default=64, validator=_window_size)
+    beta: float = attrs.field(default=0.85, validator=_fraction)
+    window: float = attrs.field(default=1.0, validator=_positive)
+    min_rate: float = attrs.field(default=1.0, validator=_positive)
+    growth: float = attrs.field(default=0.4, validator=_positive)
     probe_initial: float = attrs.field(default=0.25, validator=_non_negative)
     probe_max: float = attrs.field(default=1.0, validator=_non_negative)
     retry_budget: int = 500
@@ -292,7 +308,7 @@ class Throttle:
             return None
         policy = self.policy
         since = now - self._cut_at
-        k = (self._rate_max * (1 - policy.beta) / policy.growth) ** (1 / 3) if policy.growth else 0
+        k = (self._rate_max * (1 - policy.beta) / policy.growth) ** (1 / 3)
         grown = self._rate_max + policy.growth * (since - k) ** 3
         return max(policy.min_rate, self._rate if since <= 0 else max(self._rate, grown))
 

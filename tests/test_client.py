@@ -261,7 +261,10 @@ class TestConfiguration:
         with pytest.raises(sp.SunoPersonaError, match="base_url"):
             sp.AsyncPersonaClient("k", base_url=url)
 
-    @pytest.mark.parametrize("options", [{"timeout": 0}, {"timeout": -1}, {"max_concurrency": 0}])
+    @pytest.mark.parametrize(
+        "options",
+        [{"timeout": 0}, {"timeout": -1}, {"max_concurrency": 0}, {"max_concurrency": 2.5}],
+    )
     def test_bad_options_are_refused(self, options):
         """Nonsense options fail at construction."""
         with pytest.raises(ValueError):

@@ -356,3 +356,23 @@ class TestAgainstARateLimit:
         together = await self.run(sp.ThrottlePolicy())
         print(f"429s: {alone} backing off alone, {together} with the shared gate")
         assert together < alone / 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"beta": 0},
+        {"beta": 1.5},
+        {"window": 0},
+        {"min_rate": 0},
+        {"growth": 0},
+        {"initial_window": 0},
+        {"initial_window": True},
+        {"max_window": 0},
+        {"probe_initial": -1},
+    ],
+)
+def test_nonsense_policies_are_refused(options):
+    """A ThrottlePolicy that could not work is refused when built."""
+    with pytest.raises(ValueError, match=next(iter(options))):
+        sp.ThrottlePolicy(**options)
