@@ -20,6 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from suno_persona import _protocol
 from suno_persona._errors import (
@@ -190,9 +192,9 @@ class AsyncPersonaClient:
 
         Returns:
             One outcome per input, in input order: the :class:`Persona`, or the
-            :class:`SunoPersonaError` for that request (returned, not raised). An input
-            that fails validation gets its :class:`RequestValidationError` and is not sent.
-            Cancellation still propagates.
+                :class:`SunoPersonaError` for that request (returned, not raised). An
+                input that fails validation gets its :class:`RequestValidationError` and
+                is not sent. Cancellation still propagates.
         """
         return await gather_in_order(self._generate_outcome, list(requests), concurrency)
 
@@ -263,13 +265,15 @@ class AsyncPersonaClient:
         deadline_at: float | None,
         number: int,
     ) -> Persona:
+        if self._closed:
+            raise SunoPersonaError("the client was closed while the call was retrying")
         async with self._throttle.slot(deadline_at) as ticket:
             timeout = self._timeout
             if deadline_at is not None:
                 timeout = min(timeout, deadline_at - self._clock())
                 if timeout <= 0:
                     raise APITimeoutError(
-                        "the call's deadline passed before this attempt", sent=False
+                        "the call's deadline passed before this attempt", sent=False, deadline=True
                     )
             logger.debug("attempt %d: %s %s", number, prepared.method, url)
             # Our own session already applies self._timeout; only a shorter one, or a
@@ -312,7 +316,7 @@ async def _send(
     """
     options: dict[str, Any] = {}
     if timeout is not None:
-        options["timeout"] = aiohttp.ClientTimeout(total=timeout)
+        options["timeout"] = attrs.evolve(session.timeout, total=timeout)
     try:
         async with session.request(
             prepared.method,
@@ -332,6 +336,15 @@ async def _send(
         raise APIConnectionError(
             f"could not connect: {error.strerror or error}", sent=False
         ) from error
+    except RuntimeError as error:
+        if not session.closed:
+            raise
+        raise SunoPersonaError("the client was closed while the call was in flight") from error
+    except aiohttp.ClientResponseError as error:
+        _forget_request_headers(error)
+        raise InvalidResponseError(
+            f"malformed reply: {error.message}", http_status=error.status
+        ) from error
     except aiohttp.ClientError as error:
         raise APIConnectionError(f"connection failed: {type(error).__name__}: {error}") from error
 
@@ -343,7 +356,7 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
             f"reply body of {declared} bytes exceeds the {MAX_BODY_BYTES}-byte cap",
             http_status=response.status,
         )
-    if declared is not None:
+    if declared is not None and "Content-Encoding" not in response.headers:
         return await response.read()
     chunks: list[bytes] = []
     size = 0
@@ -355,6 +368,13 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _forget_request_headers(error: aiohttp.ClientResponseError) -> None:
+    """Drop the request's headers (the key among them) from an exception we chain."""
+    info = error.request_info
+    empty: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+    error.request_info = aiohttp.RequestInfo(info.url, info.method, empty, info.real_url)
 
 
 def _coerce(request: PersonaRequest | Mapping[str, Any]) -> PersonaRequest:
@@ -372,15 +392,23 @@ def _check_api_key(key: str | None) -> str:
         raise SunoPersonaError(
             "no API key: pass api_key=... or set the SUNO_API_KEY environment variable"
         )
-    if not isinstance(key, str) or not key.strip():
+    if not isinstance(key, str):
+        raise SunoPersonaError(f"the API key must be a string, not {type(key).__name__}")
+    if not key.strip():
         raise SunoPersonaError("the API key is empty (api_key or SUNO_API_KEY)")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):  # noqa: PLR2004
-        raise SunoPersonaError("the API key contains control characters (api_key or SUNO_API_KEY)")
+    if not key.isprintable():
+        raise SunoPersonaError(
+            "the API key contains control characters or unprintable ones (api_key or SUNO_API_KEY)"
+        )
     return key
 
 
 def _check_base_url(url: str, *, allow_insecure_http: bool) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as error:
+        raise SunoPersonaError(f"base_url {url!r} is not a valid URL: {error}") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise SunoPersonaError(f"base_url must be an http(s) URL with a host, got {url!r}")
     if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):

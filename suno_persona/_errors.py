@@ -104,7 +104,24 @@ class APIConnectionError(SunoPersonaError):
 
 
 class APITimeoutError(APIConnectionError):
-    """An attempt did not complete within its timeout (or what the deadline left of it)."""
+    """An attempt did not complete within its timeout (or what the deadline left of it).
+
+    Attributes:
+        deadline: ``True`` when the call's deadline (``RetryPolicy.deadline``) ran out,
+            which is never retried; ``False`` when one attempt's timeout did.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        attempts: int = 0,
+        sent: bool = True,
+        retryable: bool | None = None,
+        deadline: bool = False,
+    ) -> None:
+        super().__init__(message, attempts=attempts, sent=sent, retryable=retryable)
+        self.deadline = deadline
 
 
 class InvalidResponseError(SunoPersonaError):

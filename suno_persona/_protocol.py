@@ -132,11 +132,16 @@ def parse_response(
     """
     envelope = _decode_envelope(body)
     is_2xx = 200 <= status < 300  # noqa: PLR2004
-    code = status
-    if envelope is not None:
+    if envelope is None:
+        if is_2xx:
+            raise InvalidResponseError(
+                f"HTTP {status} reply is not the JSON envelope", http_status=status
+            )
+        code = status
+    else:
         said = envelope["code"]
         if said == http.HTTPStatus.OK:
-            code = status if not is_2xx else said
+            code = said if is_2xx else status
         elif _is_error_code(said):
             code = said
         elif is_2xx:
@@ -144,12 +149,10 @@ def parse_response(
                 f"reply envelope has code {said}, neither success nor an error",
                 http_status=status,
             )
+        else:
+            code = status
 
-    if code == http.HTTPStatus.OK:
-        if envelope is None:
-            raise InvalidResponseError(
-                f"HTTP {status} reply is not the JSON envelope", http_status=status
-            )
+    if code == http.HTTPStatus.OK and envelope is not None:
         data = envelope.get("data")
         persona_id = data.get("persona_id") if isinstance(data, dict) else None
         if not isinstance(persona_id, str) or not persona_id:

@@ -18,6 +18,7 @@ import tenacity
 from suno_persona._errors import (
     APIConnectionError,
     APIError,
+    APITimeoutError,
     ServerError,
     SunoPersonaError,
 )
@@ -66,6 +67,8 @@ class RetryPolicy:
     def is_retryable(self, error: BaseException) -> bool:
         """Whether ``error`` is an outcome this policy tries again (attempts aside)."""
         if not isinstance(error, SunoPersonaError):
+            return False
+        if isinstance(error, APITimeoutError) and error.deadline:
             return False
         if isinstance(error, APIConnectionError):
             return self.retry_server_errors or not error.sent

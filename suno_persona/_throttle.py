@@ -38,6 +38,8 @@ from suno_persona._errors import (
 __all__ = ["Throttle", "ThrottlePolicy", "Ticket"]
 
 _MAX_EVENTS = 100_000
+_MIN_REJECTED = 2
+_EPSILON = 1e-9  # a token short by a rounding error is a token
 
 
 def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -107,7 +109,7 @@ class Ticket:
     request passes a check made before it waited.
     """
 
-    __slots__ = ("_deadline_at", "_probe", "_reported", "_throttle", "_windowed")
+    __slots__ = ("_admitted_at", "_deadline_at", "_probe", "_reported", "_throttle", "_windowed")
 
     def __init__(self, throttle: Throttle, deadline_at: float | None) -> None:
         self._throttle = throttle
@@ -115,6 +117,7 @@ class Ticket:
         self._probe = False
         self._windowed = False
         self._reported = False
+        self._admitted_at = 0.0
 
     async def __aenter__(self) -> Ticket:  # noqa: PYI034 - no typing.Self in 3.10
         throttle = self._throttle
@@ -123,6 +126,7 @@ class Ticket:
         try:
             self._windowed = await throttle._enter_window(self._deadline_at)  # noqa: SLF001
             self._probe = await throttle._admit(self._deadline_at)  # noqa: SLF001
+            self._admitted_at = throttle._clock()  # noqa: SLF001
         except BaseException:
             self._leave()
             raise
@@ -137,12 +141,12 @@ class Ticket:
     def succeeded(self) -> None:
         """The API accepted the request."""
         self._reported = True
-        self._throttle._on_success(probe=self._probe)  # noqa: SLF001
+        self._throttle._on_success(probe=self._probe, sent_at=self._admitted_at)  # noqa: SLF001
 
     def failed(self, error: SunoPersonaError) -> None:
         """The request ended with ``error``."""
         self._reported = True
-        self._throttle._on_error(error, probe=self._probe)  # noqa: SLF001
+        self._throttle._on_error(error, probe=self._probe, sent_at=self._admitted_at)  # noqa: SLF001
 
 
 class Throttle:
@@ -177,6 +181,10 @@ class Throttle:
         self._accepted: collections.deque[float] = collections.deque(maxlen=_MAX_EVENTS)
         self._rejected: collections.deque[float] = collections.deque(maxlen=_MAX_EVENTS)
         self._first_event_at: float | None = None
+        # how requests sent after the last cut fared, to tell a limit from random 429s
+        self._cut_share: float | None = None
+        self._after_cut = [0, 0]
+        self._noise = 0.0
         # Retry-After
         self._paused_until = 0.0
         # maintenance breaker
@@ -232,7 +240,9 @@ class Throttle:
                 return True
             if deadline_at is not None and deadline_at <= now:
                 raise APITimeoutError(
-                    "the call's deadline passed while the API was in maintenance", sent=False
+                    "the call's deadline passed while the API was in maintenance",
+                    sent=False,
+                    deadline=True,
                 )
             if self._probe_in_flight:
                 await self._wait_for_change(deadline_at)
@@ -281,13 +291,15 @@ class Throttle:
                         self._tokens + (now - self._refilled_at) * rate,
                     )
                     self._refilled_at = now
-                    if self._tokens >= 1:
-                        self._tokens -= 1
+                    if self._tokens >= 1 - _EPSILON:
+                        self._tokens = max(0.0, self._tokens - 1)
                         return
                     wait = (1 - self._tokens) / rate
                 if deadline_at is not None and now + wait > deadline_at:
                     raise APITimeoutError(
-                        "the call's deadline would pass while waiting to send", sent=False
+                        "the call's deadline would pass while waiting to send",
+                        sent=False,
+                        deadline=True,
                     )
                 await self._sleep(wait)
 
@@ -300,7 +312,7 @@ class Throttle:
             await asyncio.wait_for(waiting, max(remaining, 0.0))
         except asyncio.TimeoutError:
             raise APITimeoutError(
-                "the call's deadline passed while waiting to send", sent=False
+                "the call's deadline passed while waiting to send", sent=False, deadline=True
             ) from None
 
     def _current_rate(self, now: float) -> float | None:
@@ -317,12 +329,14 @@ class Throttle:
         if self._first_event_at is None:
             self._first_event_at = now
 
-    def _on_success(self, *, probe: bool) -> None:
+    def _on_success(self, *, probe: bool, sent_at: float = 0.0) -> None:
         policy = self.policy
         if policy is None:
             return
         now = self._clock()
         self._record(self._accepted, now)
+        if sent_at > self._cut_at:
+            self._after_cut[0] += 1
         self._budget = min(policy.retry_budget, self._budget + policy.success_refund)
         if probe or self._breaker_open:
             self._close_breaker()
@@ -333,7 +347,7 @@ class Throttle:
             if self._waiting:
                 self._notify()
 
-    def _on_error(self, error: SunoPersonaError, *, probe: bool) -> None:
+    def _on_error(self, error: SunoPersonaError, *, probe: bool, sent_at: float = 0.0) -> None:
         policy = self.policy
         if policy is None:
             return
@@ -349,18 +363,27 @@ class Throttle:
             return
         if probe:
             self._close_breaker()
-        if isinstance(error, RateLimitError):
+        after_cut = sent_at > self._cut_at
+        if not isinstance(error, RateLimitError):
+            if not isinstance(error, APIConnectionError):
+                # Any other answer was processed, not throttled: it counts as accepted.
+                self._record(self._accepted, now)
+                self._after_cut[0] += after_cut
+        else:
             self._record(self._rejected, now)
+            self._after_cut[1] += after_cut
             if policy.adaptive_rate:
                 self._maybe_cut(now)
-            if self._window is not None:
-                self._window = None if self._rate is not None else max(1, self._window // 2)
+            if self._window is not None and self._rate is not None:
+                self._window = None
                 if self._waiting:
                     self._notify()
 
     def _maybe_cut(self, now: float) -> None:
         policy = self.policy
         assert policy is not None  # noqa: S101 - only called with a policy
+        if self._rate is not None and self._cut_did_not_help():
+            return
         if self._rate is not None and now - self._cut_at < policy.window:
             return
         horizon = now - policy.window
@@ -368,7 +391,8 @@ class Throttle:
             while events and events[0] < horizon:
                 events.popleft()
         accepted, rejected = len(self._accepted), len(self._rejected)
-        if accepted == 0 or rejected < max(2, 0.05 * (accepted + rejected)):
+        share = rejected / (accepted + rejected)
+        if accepted == 0 or rejected < _MIN_REJECTED or share < max(0.05, 2 * self._noise):
             return
         span = min(policy.window, max(now - (self._first_event_at or now), policy.window / 5))
         measured = accepted / span if span > 0 else policy.min_rate
@@ -379,6 +403,26 @@ class Throttle:
         self._cut_at = now
         self._tokens = 0.0
         self._refilled_at = now
+        self._cut_share = share
+        self._after_cut = [0, 0]
+
+    def _cut_did_not_help(self) -> bool:
+        """Undo the last cut when requests sent after it are refused about as often.
+
+        Cutting to ``beta`` times the accepted rate puts the client under a real limit, so
+        its 429s should all but stop. When they go on at half the share or more, they are
+        not about our rate (random refusals, another client's load): the cut is undone, and
+        later cuts need a share of 429s twice that noise.
+        """
+        if self._cut_share is None:
+            return False
+        ok, rejected = self._after_cut
+        if rejected < _MIN_REJECTED or rejected < 0.5 * self._cut_share * (ok + rejected):
+            return False
+        self._noise = max(self._noise, rejected / (ok + rejected))
+        self._rate = self._rate_max
+        self._cut_share = None
+        return True
 
     def _open_breaker(self, now: float, retry_after: float | None, *, probe: bool) -> None:
         policy = self.policy
@@ -389,7 +433,9 @@ class Throttle:
         elif probe:
             self._probe_interval = min(policy.probe_max, self._probe_interval * 2)
         if probe or self._next_probe_at < now:
-            self._next_probe_at = now + max(self._probe_interval, retry_after or 0.0)
+            # The server's own Retry-After, when it gives one, says when to look again.
+            wait = self._probe_interval if retry_after is None else retry_after
+            self._next_probe_at = now + wait
         if probe:
             self._probe_in_flight = False
             self._notify()

@@ -65,7 +65,7 @@ class TestAdaptiveRate:
         for _ in range(50):
             await send(gate)
             fake_time.now += 0.02
-        for _ in range(5):
+        for _ in range(3):
             await send(gate, rate_limited())
         assert gate.rate == pytest.approx(0.85 * 50, rel=0.05)
 
@@ -139,6 +139,38 @@ class TestAdaptiveRate:
         assert gate.rate == pytest.approx(peak)
         fake_time.now += 2
         assert gate.rate > peak
+
+    @staticmethod
+    async def cut_after_a_burst(gate, fake_time):
+        for _ in range(50):
+            await send(gate)
+            fake_time.now += 0.02
+        for _ in range(3):
+            await send(gate, rate_limited())
+        assert gate._rate is not None
+        return gate._rate
+
+    async def test_429s_that_go_on_after_a_cut_undo_it(self, fake_time):
+        """Refusals as frequent after a cut as before are noise: the cut is undone."""
+        gate = make_gate(fake_time, initial_window=None)
+        cut = await self.cut_after_a_burst(gate, fake_time)
+        for _ in range(4):
+            await send(gate)
+            await send(gate, rate_limited())
+        assert gate._rate > cut
+        assert gate._rate == gate._rate_max
+        assert gate._noise > 0.3
+
+    async def test_a_cut_that_stops_the_429s_stays(self, fake_time):
+        """When requests sent after a cut are accepted, the cut was right and stays."""
+        gate = make_gate(fake_time, initial_window=None)
+        cut = await self.cut_after_a_burst(gate, fake_time)
+        for _ in range(20):
+            await send(gate)
+        gate._on_error(rate_limited(), probe=False)
+        gate._on_error(rate_limited(), probe=False)
+        assert gate._rate == cut
+        assert gate._noise == 0.0
 
     async def test_adaptive_rate_can_be_turned_off(self, fake_time):
         """adaptive_rate=False never learns a rate."""
