@@ -206,8 +206,10 @@ class AsyncPersonaClient:
     ) -> AsyncIterator[tuple[int, Outcome]]:
         """Create many personas and yield ``(index, outcome)`` as each one finishes.
 
-        Every index is yielded exactly once. Leaving the loop early (``break``, an error,
-        cancellation) cancels the work still outstanding and leaves no task behind.
+        Every index is yielded exactly once. Cancelling the consumer cancels the work
+        still outstanding and leaves no task behind. After a ``break`` the work stops when
+        the iterator is closed: at once with ``async with contextlib.aclosing(...)``, else
+        when the iterator is garbage-collected (right away, unless you keep a reference).
         """
         return as_completed(self._generate_outcome, list(requests), concurrency)
 
