@@ -41,6 +41,7 @@ logger = logging.getLogger("suno_persona")
 
 DEFAULT_BASE_URL = "https://api.crun.ai"
 MAX_BODY_BYTES = 1024 * 1024
+_CONNECT_SHARE = 0.9
 _CHUNK = 64 * 1024
 
 Outcome = Persona | SunoPersonaError
@@ -301,7 +302,7 @@ class AsyncPersonaClient:
             limit = self._max_concurrency or 100
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=limit),
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                timeout=_attempt_timeout(aiohttp.ClientTimeout(), self._timeout),
             )
         return self._session
 
@@ -318,7 +319,7 @@ async def _send(
     """
     options: dict[str, Any] = {}
     if timeout is not None:
-        options["timeout"] = attrs.evolve(session.timeout, total=timeout)
+        options["timeout"] = _attempt_timeout(session.timeout, timeout)
     try:
         async with session.request(
             prepared.method,
@@ -370,6 +371,18 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _attempt_timeout(base: aiohttp.ClientTimeout, total: float) -> aiohttp.ClientTimeout:
+    """``base`` bounded to ``total`` seconds, the connect phase to 90% of them.
+
+    When connecting takes that long, aiohttp raises its connect timeout, which tells us
+    nothing was sent (so the attempt may be retried); the total timeout could not tell.
+    """
+    connect = _CONNECT_SHARE * total
+    if base.sock_connect is not None:
+        connect = min(connect, base.sock_connect)
+    return attrs.evolve(base, total=total, sock_connect=connect)
 
 
 def _forget_request_headers(error: aiohttp.ClientResponseError) -> None:

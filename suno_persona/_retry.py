@@ -2,6 +2,8 @@
 
 A fresh :class:`tenacity.AsyncRetrying` is built for every call (tenacity keeps its
 statistics per thread, not per task, so one shared object would mix up attempt counts).
+The client builds it only once a first attempt has failed, and hands it that failure as
+attempt 1: the successful path does not pay for a retry machine it does not use.
 Sleep and clock are passed in, so tests drive time by hand.
 """
 

@@ -181,11 +181,6 @@ async def _blackhole():
         listener.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="under the session's total timeout aiohttp raises a plain TimeoutError while "
-    "connecting, which _send reports as sent=True (see report)",
-)
 async def test_connect_timeout_is_unsent_and_retried(blackhole):
     """A connection that never opens times out as unsent, so it is retried like a refusal."""
     async with client_for(f"http://127.0.0.1:{blackhole}", timeout=0.2) as client:
