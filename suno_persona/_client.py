@@ -14,7 +14,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +30,7 @@ from suno_persona._errors import (
     InvalidResponseError,
     SunoPersonaError,
 )
-from suno_persona._fanout import as_completed, gather_in_order
+from suno_persona._fanout import Completions, as_completed, check_concurrency, gather_in_order
 from suno_persona._models import Persona, PersonaRequest
 from suno_persona._retry import RetryPolicy, build_retrying
 from suno_persona._throttle import Throttle, ThrottlePolicy
@@ -204,15 +204,22 @@ class AsyncPersonaClient:
         requests: Iterable[PersonaRequest | Mapping[str, Any]],
         *,
         concurrency: int = 8,
-    ) -> AsyncIterator[tuple[int, Outcome]]:
+    ) -> Completions[Outcome]:
         """Create many personas and yield ``(index, outcome)`` as each one finishes.
 
         Every index is yielded exactly once. Cancelling the consumer cancels the work
-        still outstanding and leaves no task behind. After a ``break`` the work stops when
-        the iterator is closed: at once with ``async with contextlib.aclosing(...)``, else
-        when the iterator is garbage-collected (right away, unless you keep a reference).
+        still outstanding and leaves no task behind. To stop it the moment you leave the
+        loop early, use the result as a context manager::
+
+            async with client.generate_as_completed(requests) as results:
+                async for index, outcome in results:
+                    ...
+
+        (A bare ``async for`` with ``break`` stops the work when the iterator is
+        garbage-collected: right away, unless a reference to it is kept.)
         """
-        return as_completed(self._generate_outcome, list(requests), concurrency)
+        check_concurrency(concurrency)
+        return Completions(as_completed(self._generate_outcome, list(requests), concurrency))
 
     async def _generate_outcome(self, request: PersonaRequest | Mapping[str, Any]) -> Outcome:
         try:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Generic, TypeVar
 
-__all__ = ["as_completed", "gather_in_order"]
+__all__ = ["Completions", "as_completed", "check_concurrency", "gather_in_order"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _check(concurrency: int) -> None:
+def check_concurrency(concurrency: int) -> None:
+    """Refuse a concurrency that is not a positive int."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
 
@@ -27,7 +29,7 @@ async def gather_in_order(
 
 async def as_completed(
     work: Callable[[T], Awaitable[R]], items: Sequence[T], concurrency: int
-) -> AsyncIterator[tuple[int, R]]:
+) -> AsyncGenerator[tuple[int, R], None]:
     """Yield ``(index, await work(items[index]))`` as each finishes, every index once.
 
     ``concurrency`` workers take the indices in order from one shared iterator, so no
@@ -36,7 +38,7 @@ async def as_completed(
     own failure (it returns it instead); an exception it does raise cancels the rest and
     propagates.
     """
-    _check(concurrency)
+    check_concurrency(concurrency)
     finished: asyncio.Queue[tuple[int, R] | BaseException] = asyncio.Queue()
     indices = iter(range(len(items)))
 
@@ -58,3 +60,37 @@ async def as_completed(
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+
+
+class Completions(Generic[R]):
+    """An async iterator of ``(index, result)`` that is also an async context manager.
+
+    ``async with client.generate_as_completed(...) as results:`` stops the outstanding
+    work as soon as the block is left, ``break`` included; :meth:`aclose` does the same.
+    """
+
+    __slots__ = ("_results",)
+
+    def __init__(self, results: AsyncGenerator[tuple[int, R], None]) -> None:
+        self._results = results
+
+    def __aiter__(self) -> Completions[R]:
+        return self
+
+    async def __anext__(self) -> tuple[int, R]:
+        return await self._results.__anext__()
+
+    async def aclose(self) -> None:
+        """Cancel the work still outstanding and wait until it has stopped."""
+        await self._results.aclose()
+
+    async def __aenter__(self) -> Completions[R]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

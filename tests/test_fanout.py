@@ -127,6 +127,25 @@ class TestAsCompleted:
                 assert no_other_tasks()
             assert len(emu.requests) < 20
 
+    async def test_leaving_the_context_manager_stops_the_work_at_once(self):
+        """Used with async with, a break stops the work at once, reference kept or not."""
+        async with PersonaEmulator(latency=lambda: 0.05) as emu, client_for(emu.base_url) as client:
+            async with client.generate_as_completed(requests_for(100), concurrency=4) as results:
+                async for _index, _outcome in results:
+                    break
+            await settle()
+            assert no_other_tasks()
+            sent = len(emu.requests)
+            await asyncio.sleep(0.2)
+            assert len(emu.requests) == sent < 20
+            assert [item async for item in results] == []
+
+    async def test_bad_concurrency_is_refused_when_called(self, emu):
+        """generate_as_completed checks concurrency at once, not on first iteration."""
+        async with client_for(emu.base_url) as client:
+            with pytest.raises(ValueError, match="concurrency"):
+                client.generate_as_completed(requests_for(2), concurrency=0)
+
     async def test_break_without_aclose_still_cleans_up(self):
         """A plain break (no aclose) also ends the outstanding work shortly after."""
         async with PersonaEmulator(latency=lambda: 0.05) as emu, client_for(emu.base_url) as client:
