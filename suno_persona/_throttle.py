@@ -120,22 +120,10 @@ class Ticket:
         self._admitted_at = 0.0
 
     async def __aenter__(self) -> Ticket:  # noqa: PYI034 - no typing.Self in 3.10
-        throttle = self._throttle
-        if throttle._in_flight is not None:  # noqa: SLF001
-            await throttle._wait(throttle._in_flight.acquire(), self._deadline_at)  # noqa: SLF001
-        try:
-            self._windowed = await throttle._enter_window(self._deadline_at)  # noqa: SLF001
-            self._probe = await throttle._admit(self._deadline_at)  # noqa: SLF001
-            self._admitted_at = throttle._clock()  # noqa: SLF001
-        except BaseException:
-            self._leave()
-            raise
+        await self._throttle._enter(self)  # noqa: SLF001
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._leave()
-
-    def _leave(self) -> None:
         self._throttle._leave(self)  # noqa: SLF001
 
     def succeeded(self) -> None:
@@ -203,6 +191,18 @@ class Throttle:
     def slot(self, deadline_at: float | None) -> Ticket:
         """A place to send one request: use as ``async with throttle.slot(d) as ticket``."""
         return Ticket(self, deadline_at)
+
+    async def _enter(self, ticket: Ticket) -> None:
+        deadline_at = ticket._deadline_at  # noqa: SLF001
+        if self._in_flight is not None:
+            await self._wait(self._in_flight.acquire(), deadline_at)
+        try:
+            ticket._windowed = await self._enter_window(deadline_at)  # noqa: SLF001
+            ticket._probe = await self._admit(deadline_at)  # noqa: SLF001
+            ticket._admitted_at = self._clock()  # noqa: SLF001
+        except BaseException:
+            self._leave(ticket)
+            raise
 
     def _leave(self, ticket: Ticket) -> None:
         if ticket._probe and not ticket._reported:  # noqa: SLF001
@@ -324,19 +324,19 @@ class Throttle:
         grown = self._rate_max + policy.growth * (since - k) ** 3
         return max(policy.min_rate, self._rate if since <= 0 else max(self._rate, grown))
 
-    def _record(self, events: collections.deque[float], now: float) -> None:
-        events.append(now)
+    def _count(self, now: float, sent_at: float, *, refused: bool) -> None:
+        """Note an answer of the API: refused with 429, or accepted (anything else)."""
+        (self._rejected if refused else self._accepted).append(now)
         if self._first_event_at is None:
             self._first_event_at = now
+        if sent_at > self._cut_at:
+            self._after_cut[refused] += 1
 
     def _on_success(self, *, probe: bool, sent_at: float = 0.0) -> None:
         policy = self.policy
         if policy is None:
             return
-        now = self._clock()
-        self._record(self._accepted, now)
-        if sent_at > self._cut_at:
-            self._after_cut[0] += 1
+        self._count(self._clock(), sent_at, refused=False)
         self._budget = min(policy.retry_budget, self._budget + policy.success_refund)
         if probe or self._breaker_open:
             self._close_breaker()
@@ -363,15 +363,12 @@ class Throttle:
             return
         if probe:
             self._close_breaker()
-        after_cut = sent_at > self._cut_at
         if not isinstance(error, RateLimitError):
             if not isinstance(error, APIConnectionError):
                 # Any other answer was processed, not throttled: it counts as accepted.
-                self._record(self._accepted, now)
-                self._after_cut[0] += after_cut
+                self._count(now, sent_at, refused=False)
         else:
-            self._record(self._rejected, now)
-            self._after_cut[1] += after_cut
+            self._count(now, sent_at, refused=True)
             if policy.adaptive_rate:
                 self._maybe_cut(now)
             if self._window is not None and self._rate is not None:
