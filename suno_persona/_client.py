@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import os
 import random
 import time
@@ -24,16 +25,28 @@ import attrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from suno_persona import _protocol
+from suno_persona._deadline import Deadline, WouldPassDeadline
 from suno_persona._errors import (
     APIConnectionError,
+    APIError,
     APITimeoutError,
     InvalidResponseError,
+    RateLimitError,
+    ServiceUnavailableError,
     SunoPersonaError,
 )
 from suno_persona._fanout import Completions, as_completed, check_concurrency, gather_in_order
 from suno_persona._models import Persona, PersonaRequest
-from suno_persona._retry import RetryPolicy, build_retrying
-from suno_persona._throttle import Throttle, ThrottlePolicy
+from suno_persona._retry import RetryBudget, RetryHooks, RetryPolicy, build_retrying
+from suno_persona._throttle import Answer, GateClosed, Throttle, ThrottlePolicy
+from suno_persona.events import (
+    AttemptFinished,
+    CallFinished,
+    CallStarted,
+    Event,
+    RetryBudgetExhausted,
+    RetryScheduled,
+)
 
 __all__ = ["AsyncPersonaClient"]
 
@@ -43,8 +56,24 @@ DEFAULT_BASE_URL = "https://api.crun.ai"
 MAX_BODY_BYTES = 1024 * 1024
 _CONNECT_SHARE = 0.9
 _CHUNK = 64 * 1024
+_DEFAULT_CONCURRENCY = 100
+_NO_RETRIES = RetryPolicy(max_attempts=1)
 
 Outcome = Persona | SunoPersonaError
+EventHook = Callable[[Event], object]
+
+
+@attrs.define
+class _Call:
+    """One call's bookkeeping: what it sends, by when, and how many times it did."""
+
+    request: PersonaRequest
+    prepared: _protocol.PreparedRequest
+    url: str
+    started: float
+    deadline: Deadline
+    sent: int = 0
+    spent: int = 0
 
 
 class AsyncPersonaClient:
@@ -58,14 +87,19 @@ class AsyncPersonaClient:
         api_key: The crun.ai API key; defaults to the ``SUNO_API_KEY`` environment variable.
         base_url: Defaults to ``SUNO_API_BASE_URL``, then ``https://api.crun.ai``. Must be
             https, except for loopback hosts, unless ``allow_insecure_http`` is set.
-        timeout: Seconds for one attempt (connect, send and read the whole reply).
-        retry: The :class:`RetryPolicy`; defaults to ``RetryPolicy()``.
-        max_concurrency: Cap on requests in flight across all calls of this client
-            (``None``: no cap beyond the connection pool).
+        timeout: Seconds for one attempt (connect, send and read the whole reply). Time
+            spent waiting at the client's own gate is not part of it.
+        retry: The :class:`RetryPolicy`; ``None`` turns retries off (one attempt per call).
+        max_concurrency: Cap on requests in flight across all calls of this client; the
+            connection pool has the same size, so a request never waits for a connection
+            after its timeout started. ``None``: no cap (and an unlimited pool). With a
+            ``session`` of your own, the cap is also held to its connector's limits.
         session: An aiohttp session to use; it is never closed by the client.
-        throttle: The :class:`ThrottlePolicy` shared by all calls; ``None`` turns
-            throttling off (every task then only backs off on its own).
+        throttle: The :class:`ThrottlePolicy` shared by all calls; ``None`` turns the
+            shared throttle off (every call then only backs off on its own; the cap on
+            requests in flight stays).
         allow_insecure_http: Permit plain http to a host that is not loopback.
+        event_hooks: Callables called with every :mod:`suno_persona.events` event.
 
     Raises:
         SunoPersonaError: No key was given and ``SUNO_API_KEY`` is unset, the key is empty
@@ -78,11 +112,12 @@ class AsyncPersonaClient:
         *,
         base_url: str | None = None,
         timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
-        max_concurrency: int | None = None,
+        retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen value
+        max_concurrency: int | None = _DEFAULT_CONCURRENCY,
         session: aiohttp.ClientSession | None = None,
         throttle: ThrottlePolicy | None = ThrottlePolicy(),  # noqa: B008 - frozen value
         allow_insecure_http: bool = False,
+        event_hooks: Iterable[EventHook] = (),
     ) -> None:
         self._api_key = _check_api_key(api_key if api_key is not None else _env("SUNO_API_KEY"))
         self._base_url = _check_base_url(
@@ -98,7 +133,9 @@ class AsyncPersonaClient:
         ):
             raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
         self._timeout = float(timeout)
-        self._retry = retry if retry is not None else RetryPolicy()
+        self._retry = retry if retry is not None else _NO_RETRIES
+        if session is not None:
+            max_concurrency = _cap_to_pool(max_concurrency, session.connector)
         self._max_concurrency = max_concurrency
         self._user_session = session
         self._session: aiohttp.ClientSession | None = session
@@ -106,11 +143,25 @@ class AsyncPersonaClient:
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._clock: Callable[[], float] = time.monotonic
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._hooks = tuple(event_hooks)
+        self._failed_hooks: set[int] = set()
         self._throttle = Throttle(
             throttle,
             max_concurrency=max_concurrency,
+            max_pause=self._retry.max_delay,
             clock=self._now,
             sleep=self._pause,
+            emit=self._emit,
+        )
+        self._budget = (
+            RetryBudget(
+                capacity=throttle.retry_budget,
+                cost=throttle.retry_cost,
+                timeout_cost=throttle.timeout_retry_cost,
+                refund=throttle.success_refund,
+            )
+            if throttle is not None and throttle.retry_budget > 0
+            else None
         )
 
     def _now(self) -> float:
@@ -118,6 +169,16 @@ class AsyncPersonaClient:
 
     async def _pause(self, seconds: float) -> None:
         await self._sleep(seconds)
+
+    def _emit(self, event: object) -> None:
+        """Hand ``event`` to every hook; a hook that raises is logged once and ignored."""
+        for hook in self._hooks:
+            try:
+                hook(event)  # type: ignore[arg-type]
+            except Exception:
+                if id(hook) not in self._failed_hooks:
+                    self._failed_hooks.add(id(hook))
+                    logger.exception("event hook %r raised; its later errors are not logged", hook)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -150,6 +211,7 @@ class AsyncPersonaClient:
         if self._closed:
             return
         self._closed = True
+        self._throttle.close()
         session, self._session = self._session, None
         if session is not None and session is not self._user_session:
             await session.close()
@@ -229,86 +291,181 @@ class AsyncPersonaClient:
 
     async def _generate(self, request: PersonaRequest) -> Persona:
         session = self._ensure_open()
-        policy = self._retry
-        deadline_at = None if policy.deadline is None else self._clock() + policy.deadline
         prepared = _protocol.build_request(request, api_key=self._api_key)
-        url = self._base_url + prepared.path
+        now = self._clock()
+        call = _Call(
+            request=request,
+            prepared=prepared,
+            url=self._base_url + prepared.path,
+            started=now,
+            deadline=Deadline.after(self._retry.deadline, now),
+        )
+        if self._hooks:
+            self._emit(CallStarted(request=request))
+        try:
+            found = await self._run(session, call)
+        except SunoPersonaError as error:
+            error.attempts = call.sent
+            error.elapsed = self._clock() - call.started
+            if self._hooks:
+                self._emit(
+                    CallFinished(
+                        request=request,
+                        attempts=call.sent,
+                        elapsed=error.elapsed,
+                        persona=None,
+                        error=error,
+                    )
+                )
+            raise
+        persona = Persona(
+            persona_id=found.persona_id,
+            request=request,
+            attempts=call.sent,
+            elapsed=self._clock() - call.started,
+        )
+        if self._hooks:
+            self._emit(
+                CallFinished(
+                    request=request,
+                    attempts=call.sent,
+                    elapsed=persona.elapsed,
+                    persona=persona,
+                    error=None,
+                )
+            )
+        return persona
 
-        async def attempt(number: int) -> Persona:
-            try:
-                return await self._attempt(session, url, prepared, request, deadline_at, number)
-            except SunoPersonaError as error:
-                error.attempts = number
-                error.retryable = policy.is_retryable(error)
-                raise
-
+    async def _run(self, session: aiohttp.ClientSession, call: _Call) -> Persona:
+        """The attempts of one call, under the retry policy."""
+        policy = self._retry
         # Most first attempts succeed: the tenacity driver is built only once one has
         # failed, and that failure is handed to it as the outcome of attempt 1.
         try:
-            return await attempt(1)
+            return await self._attempt(session, call, 1)
         except SunoPersonaError as error:
             if not error.retryable or policy.max_attempts == 1:
                 raise
             first_failure = error
         retrying = build_retrying(
             policy,
-            sleep=self._sleep,
+            sleep=self._throttle.sleep,
             clock=self._clock,
-            deadline_at=deadline_at,
+            deadline_at=call.deadline.at,
             rng=self._rng,
-            spend=self._throttle.spend_retry,
+            budget=self._budget,
+            paced=self._throttle.state is not None,
+            hooks=self._retry_hooks(call),
+            blocked_until=self._throttle.blocked_until,
         )
-        async for try_ in retrying:
-            with try_:
-                number = try_.retry_state.attempt_number
-                if number == 1:
-                    raise first_failure
-                return await attempt(number)
+        try:
+            async for try_ in retrying:
+                with try_:
+                    number = try_.retry_state.attempt_number
+                    if number == 1:
+                        raise first_failure
+                    return await self._attempt(session, call, number)
+        except GateClosed:
+            raise SunoPersonaError(
+                "the client was closed while the call was waiting to retry"
+            ) from None
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
-    async def _attempt(  # noqa: PLR0917 - private, called from one place
-        self,
-        session: aiohttp.ClientSession,
-        url: str,
-        prepared: _protocol.PreparedRequest,
-        request: PersonaRequest,
-        deadline_at: float | None,
-        number: int,
+    def _retry_hooks(self, call: _Call) -> RetryHooks:
+        budget = self._budget
+
+        def scheduled(attempt: int, delay: float, error: BaseException) -> None:
+            call.spent = 0 if budget is None else budget.cost_of(error)
+            if self._hooks and isinstance(error, SunoPersonaError):
+                self._emit(
+                    RetryScheduled(request=call.request, attempt=attempt, delay=delay, error=error)
+                )
+
+        def exhausted(attempt: int, error: BaseException) -> None:
+            logger.warning("retry budget exhausted: not retrying after attempt %d", attempt)
+            if self._hooks and isinstance(error, SunoPersonaError):
+                self._emit(RetryBudgetExhausted(request=call.request, attempt=attempt, error=error))
+
+        return RetryHooks(scheduled=scheduled, exhausted=exhausted)
+
+    async def _attempt(self, session: aiohttp.ClientSession, call: _Call, number: int) -> Persona:
+        """One attempt: through the gate, then one HTTP exchange."""
+        sent = call.sent
+        try:
+            return await self._pass_and_send(session, call, number)
+        except WouldPassDeadline as signal:
+            error: SunoPersonaError = APITimeoutError(
+                f"the call's deadline would pass while {signal.reason}", sent=False, deadline=True
+            )
+            if math.isfinite(signal.wait):
+                error.retry_after = signal.wait
+        except GateClosed:
+            error = SunoPersonaError("the client was closed while the call was waiting to send")
+        except SunoPersonaError as failure:
+            failure.retryable = self._retry.is_retryable(failure)
+            raise
+        if call.sent == sent and call.spent and self._budget is not None:
+            self._budget.give_back(call.spent)
+        call.spent = 0
+        raise error
+
+    async def _pass_and_send(
+        self, session: aiohttp.ClientSession, call: _Call, number: int
     ) -> Persona:
         if self._closed:
-            raise SunoPersonaError("the client was closed while the call was retrying")
-        async with self._throttle.slot(deadline_at) as ticket:
-            timeout = self._timeout
-            if deadline_at is not None:
-                timeout = min(timeout, deadline_at - self._clock())
-                if timeout <= 0:
-                    raise APITimeoutError(
-                        "the call's deadline passed before this attempt", sent=False, deadline=True
-                    )
-            logger.debug("attempt %d: %s %s", number, prepared.method, url)
+            raise GateClosed
+        async with self._throttle.slot(call.deadline) as passage:
+            now = self._clock()
+            timeout = min(self._timeout, call.deadline.remaining(now))
+            if timeout <= 0:
+                raise WouldPassDeadline("starting the attempt", 0.0)
+            call.sent += 1
+            logger.debug("attempt %d: %s %s", number, call.prepared.method, call.url)
             # Our own session already applies self._timeout; only a shorter one, or a
             # session of the user's, needs a timeout of its own on the request.
             own_timeout = timeout == self._timeout and session is not self._user_session
+            status: int | None = None
             try:
                 status, headers, body = await _send(
-                    session, url, prepared, None if own_timeout else timeout
+                    session, call.url, call.prepared, None if own_timeout else timeout, self
                 )
                 persona = _protocol.parse_response(
-                    status, headers, body, request=request, now=time.time()
+                    status, headers, body, request=call.request, now=time.time()
                 )
             except SunoPersonaError as error:
-                ticket.failed(error)
+                passage.report(*_answer_of(error))
+                if self._hooks:
+                    self._emit(
+                        AttemptFinished(
+                            request=call.request,
+                            attempt=number,
+                            elapsed=self._clock() - now,
+                            http_status=getattr(error, "http_status", status),
+                            error=error,
+                        )
+                    )
                 raise
-            ticket.succeeded()
+            passage.report(Answer.ACCEPTED)
+            if self._budget is not None:
+                self._budget.succeeded()
+            if self._hooks:
+                self._emit(
+                    AttemptFinished(
+                        request=call.request,
+                        attempt=number,
+                        elapsed=self._clock() - now,
+                        http_status=status,
+                        error=None,
+                    )
+                )
             return persona
 
     def _ensure_open(self) -> aiohttp.ClientSession:
         if self._closed:
             raise SunoPersonaError("the client is closed")
         if self._session is None:
-            limit = self._max_concurrency or 100
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=limit),
+                connector=aiohttp.TCPConnector(limit=self._max_concurrency or 0),
                 timeout=_attempt_timeout(aiohttp.ClientTimeout(), self._timeout),
             )
         return self._session
@@ -319,11 +476,38 @@ async def _send(
     url: str,
     prepared: _protocol.PreparedRequest,
     timeout: float | None,
+    client: AsyncPersonaClient,
 ) -> tuple[int, Mapping[str, str], bytes]:
     """One HTTP exchange; every foreign failure comes out as one of our errors.
 
     ``timeout`` bounds the whole exchange, body included; ``None`` leaves the session's.
+    A cancellation that comes from closing ``client`` (aiohttp cancels what waits on the
+    connections it closes) is our error; the caller's own cancellation propagates.
     """
+    try:
+        return await _exchange(session, url, prepared, timeout)
+    except asyncio.CancelledError:
+        if not client.closed or _cancelling():
+            raise
+        raise SunoPersonaError("the client was closed while the call was in flight") from None
+
+
+def _cancelling() -> bool:
+    """Whether the current task itself was asked to cancel (Python 3.11+ can tell).
+
+    On 3.10 a cancellation during ``close()`` is taken to come from the close: letting it
+    out would end the call with no outcome, and a fan-out would wait for it for ever.
+    """
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is not None and cancelling() > 0
+
+
+async def _exchange(
+    session: aiohttp.ClientSession,
+    url: str,
+    prepared: _protocol.PreparedRequest,
+    timeout: float | None,
+) -> tuple[int, Mapping[str, str], bytes]:
     options: dict[str, Any] = {}
     if timeout is not None:
         options["timeout"] = _attempt_timeout(session.timeout, timeout)
@@ -397,6 +581,25 @@ def _forget_request_headers(error: aiohttp.ClientResponseError) -> None:
     info = error.request_info
     empty: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
     error.request_info = aiohttp.RequestInfo(info.url, info.method, empty, info.real_url)
+
+
+def _answer_of(error: SunoPersonaError) -> tuple[Answer, float | None]:
+    """How the throttle should read an attempt's error: the one place that decides it."""
+    if isinstance(error, RateLimitError):
+        return Answer.REFUSED, error.retry_after
+    if isinstance(error, ServiceUnavailableError):
+        return Answer.MAINTENANCE, error.retry_after
+    if isinstance(error, APIError):
+        return Answer.ACCEPTED, None
+    return Answer.NO_ANSWER, None
+
+
+def _cap_to_pool(cap: int | None, connector: aiohttp.BaseConnector | None) -> int | None:
+    """The in-flight cap held to a user's connector's limits, so no call waits in its pool."""
+    limits = [cap] if cap is not None else []
+    if connector is not None:
+        limits += [n for n in (connector.limit, connector.limit_per_host) if n]
+    return min(limits) if limits else None
 
 
 def _coerce(request: PersonaRequest | Mapping[str, Any]) -> PersonaRequest:

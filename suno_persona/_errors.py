@@ -18,8 +18,9 @@ The whole tree, in one place::
         ├── GenerationFailedError      501
         └── FeatureDisabledError       505
 
-Every error carries ``attempts`` (how many attempts the call made before giving up; 0 when
-nothing was sent) and ``retryable``. No error ever holds the API key.
+Every error carries ``attempts`` (requests the call sent before giving up; 0 when nothing
+was sent), ``elapsed`` (seconds the call took), ``retryable`` and ``retry_after`` (seconds
+to wait before trying again, when known). No error ever holds the API key.
 """
 
 from __future__ import annotations
@@ -51,11 +52,17 @@ class SunoPersonaError(Exception):
 
     Attributes:
         message: What went wrong, in words.
-        attempts: How many attempts the call made (0 when nothing was sent).
+        attempts: Requests the call sent (0 when nothing was sent).
+        elapsed: Seconds the whole call took, ``None`` outside a call.
         retryable: Whether the client's policy treats this outcome as worth another attempt.
+        retry_after: Seconds after which trying again makes sense, when known: the server's
+            ``Retry-After``, or what was left of a shared pause or maintenance wait that
+            outlasted the call's deadline.
     """
 
     retryable: bool = False
+    retry_after: float | None = None
+    elapsed: float | None = None
 
     def __init__(self, message: str, *, attempts: int = 0, retryable: bool | None = None) -> None:
         super().__init__(message)

@@ -141,7 +141,11 @@ class Persona:
     Attributes:
         persona_id: The id to pass to Suno generation, extension and cover endpoints.
         request: The request that produced it.
+        attempts: Requests the call sent to get it (1 unless it was retried).
+        elapsed: Seconds the whole call took: waits at the throttle, attempts and backoff.
     """
 
     persona_id: str
     request: PersonaRequest
+    attempts: int = 1
+    elapsed: float = 0.0

@@ -10,6 +10,7 @@ Sleep and clock are passed in, so tests drive time by hand.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,23 +22,32 @@ from suno_persona._errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    RateLimitError,
     ServerError,
+    ServiceUnavailableError,
     SunoPersonaError,
 )
 
-__all__ = ["RetryPolicy", "build_retrying"]
+__all__ = ["RetryBudget", "RetryHooks", "RetryPolicy", "build_retrying"]
 
 logger = logging.getLogger("suno_persona")
 
 
-def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+def _seconds(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is None and attribute.name == "deadline":
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{attribute.name} must be a finite number of seconds >= 0, got {value!r}")
 
 
 def _at_least_one(_inst: object, _attribute: attrs.Attribute[Any], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"max_attempts must be an int >= 1, got {value!r}")
+
+
+def _boolean(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{attribute.name} must be True or False, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -51,8 +61,10 @@ class RetryPolicy:
     Attributes:
         max_attempts: All attempts, the first included; ``1`` means no retries.
         initial_delay: Cap of the first backoff, in seconds; each retry doubles the cap.
-        max_delay: Largest sleep between attempts. A ``Retry-After`` longer than this makes
-            the call fail at once, with ``retry_after`` set on the error.
+        max_delay: Largest sleep between attempts, and the longest pause a ``Retry-After``
+            may impose on the client's other calls. A ``Retry-After`` longer than this makes
+            the call fail at once, with ``retry_after`` set on the error, and is not adopted
+            as a pause.
         deadline: Seconds for the whole call, sleeps and waits included; ``None`` is
             unbounded. No sleep starts that would end past it, and each attempt's timeout
             shrinks to what remains.
@@ -61,10 +73,16 @@ class RetryPolicy:
     """
 
     max_attempts: int = attrs.field(default=5, validator=_at_least_one)
-    initial_delay: float = attrs.field(default=0.5, validator=_positive)
-    max_delay: float = attrs.field(default=30.0, validator=_positive)
-    deadline: float | None = attrs.field(default=None, validator=_positive)
-    retry_server_errors: bool = False
+    initial_delay: float = attrs.field(default=0.5, validator=_seconds)
+    max_delay: float = attrs.field(default=30.0, validator=_seconds)
+    deadline: float | None = attrs.field(default=None, validator=_seconds)
+    retry_server_errors: bool = attrs.field(default=False, validator=_boolean)
+
+    def __attrs_post_init__(self) -> None:
+        if self.initial_delay > self.max_delay:
+            raise ValueError(
+                f"initial_delay ({self.initial_delay}) must not exceed max_delay ({self.max_delay})"
+            )
 
     def is_retryable(self, error: BaseException) -> bool:
         """Whether ``error`` is an outcome this policy tries again (attempts aside)."""
@@ -88,14 +106,77 @@ def _retry_after(error: BaseException | None) -> float | None:
     return error.retry_after if isinstance(error, APIError) else None
 
 
-def build_retrying(
+class RetryBudget:
+    """Tokens that retries spend and successes earn back (botocore's retry quota).
+
+    Only retries the shared gate does not pace cost anything: after a 500, a connection
+    failure or a timeout. 429 and 455 are governed by the gate (learned rate, pause,
+    breaker), so a burst of them never drains the budget and drops work.
+
+    Args:
+        capacity: Tokens when full.
+        cost: Tokens a retry spends.
+        timeout_cost: Tokens a retry after a timeout or broken connection spends.
+        refund: Tokens a success earns back.
+    """
+
+    __slots__ = ("_capacity", "_cost", "_refund", "_timeout_cost", "tokens")
+
+    def __init__(self, *, capacity: int, cost: int, timeout_cost: int, refund: int) -> None:
+        self._capacity = capacity
+        self._cost = cost
+        self._timeout_cost = timeout_cost
+        self._refund = refund
+        self.tokens = capacity
+
+    def cost_of(self, error: BaseException) -> int:
+        """What a retry after ``error`` costs."""
+        if isinstance(error, (RateLimitError, ServiceUnavailableError)):
+            return 0
+        if isinstance(error, APIConnectionError) and error.sent:
+            return self._timeout_cost
+        return self._cost
+
+    def spend(self, cost: int) -> bool:
+        """Take ``cost`` tokens; ``False`` (and nothing taken) when there are not enough."""
+        if cost > self.tokens:
+            return False
+        self.tokens -= cost
+        return True
+
+    def give_back(self, cost: int) -> None:
+        """Return tokens spent on a retry that was never sent."""
+        self.tokens = min(self._capacity, self.tokens + cost)
+
+    def succeeded(self) -> None:
+        """A success earns some tokens back."""
+        self.tokens = min(self._capacity, self.tokens + self._refund)
+
+
+@attrs.frozen
+class RetryHooks:
+    """What the retry driver tells its caller.
+
+    Attributes:
+        scheduled: Called with ``(attempt, delay, error)`` when a retry is scheduled.
+        exhausted: Called with ``(attempt, error)`` when the budget refuses a retry.
+    """
+
+    scheduled: Callable[[int, float, BaseException], None] = lambda *_: None
+    exhausted: Callable[[int, BaseException], None] = lambda *_: None
+
+
+def build_retrying(  # noqa: PLR0913 - one driver, every input named
     policy: RetryPolicy,
     *,
     sleep: Callable[[float], Awaitable[None]],
     clock: Callable[[], float],
     deadline_at: float | None,
     rng: random.Random,
-    spend: Callable[[BaseException], bool] = lambda _error: True,
+    budget: RetryBudget | None = None,
+    paced: bool = False,
+    hooks: RetryHooks = RetryHooks(),  # noqa: B008 - frozen value
+    blocked_until: Callable[[], float] = lambda: -math.inf,
 ) -> tenacity.AsyncRetrying:
     """A fresh tenacity driver for one call under ``policy``.
 
@@ -105,8 +186,14 @@ def build_retrying(
         clock: Monotonic seconds, the same clock ``deadline_at`` is on.
         deadline_at: When the whole call must be over, or ``None``.
         rng: Source of jitter.
-        spend: Asked once per retry, after every other check passed; ``False`` (the retry
-            budget is empty) ends the call with its last error.
+        budget: The retry budget, spent only once a retry is certain to be scheduled
+            (after every other check passed); an empty one ends the call.
+        paced: A shared gate paces the retries and decides what a ``Retry-After`` means
+            for them (see the throttle), so the call's own wait is its backoff alone;
+            without one the call waits at least the ``Retry-After``.
+        hooks: Told of each retry scheduled and each one the budget refused.
+        blocked_until: Until when the shared gate holds every send back: a retry that
+            could not be sent before the deadline is not scheduled at all.
     """
 
     def should_retry(state: tenacity.RetryCallState) -> bool:
@@ -119,18 +206,25 @@ def build_retrying(
         retry_after = _retry_after(error)
         if retry_after is not None and retry_after > policy.max_delay:
             return False
-        if state.attempt_number >= policy.max_attempts:
-            return False
-        return spend(error)
+        return state.attempt_number < policy.max_attempts
 
     def wait(state: tenacity.RetryCallState) -> float:
         delay = policy.backoff(state.attempt_number, rng)
         retry_after = _retry_after(state.outcome.exception() if state.outcome else None)
-        return delay if retry_after is None else max(delay, retry_after)
+        if retry_after is None or paced:
+            return delay
+        return max(delay, retry_after)
 
     def stop(state: tenacity.RetryCallState) -> bool:
-        upcoming = state.upcoming_sleep
-        return deadline_at is not None and clock() + upcoming >= deadline_at
+        if deadline_at is not None and (
+            max(clock() + state.upcoming_sleep, blocked_until()) >= deadline_at
+        ):
+            return True
+        error = state.outcome.exception() if state.outcome else None
+        if budget is None or error is None or budget.spend(budget.cost_of(error)):
+            return False
+        hooks.exhausted(state.attempt_number, error)
+        return True
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -140,6 +234,8 @@ def build_retrying(
             _describe(error),
             state.upcoming_sleep,
         )
+        if error is not None:
+            hooks.scheduled(state.attempt_number, state.upcoming_sleep, error)
 
     return tenacity.AsyncRetrying(
         sleep=sleep,

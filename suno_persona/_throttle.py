@@ -1,444 +1,654 @@
-"""The gate that every request of one client passes: one per client, shared by all tasks.
+"""The gate every request of one client passes: one per client, shared by all its calls.
 
-It does four things, so that concurrent tasks cooperate instead of each hammering the API:
+Per process, in :class:`Throttle`:
 
-* a cap on requests in flight (``max_concurrency``);
-* a slow start while nothing is known of the API's limit: at first only ``initial_window``
-  requests are in flight, one more for each success (so it doubles every round trip),
-  until the first 429 or until ``max_window`` requests are in flight;
-* an adaptive send rate learned from 429s: a token bucket whose rate is cut to a share of
-  the rate the server accepted, at most once per measurement window and never below a
-  floor, then grows back along a CUBIC curve (the idea of botocore's adaptive retry mode);
-* a pause of all sends when the server says ``Retry-After`` (one shared deadline);
-* a maintenance breaker: after a 455 only one probe request is in flight at a time, on a
-  backoff schedule; when a probe gets any other answer, every waiting task resumes;
+* a cap on requests in flight (``max_concurrency``; the connection pool has the same size,
+  so no request ever waits for a connection inside aiohttp);
+* a slow start while nothing is known of the API's limit: ``initial_window`` requests in
+  flight at first, one more per success and twice as many every 50 ms, until the first
+  cut of the rate or ``max_window`` requests in flight.
 
-plus a retry budget (botocore's retry quota): each retry spends tokens, each success earns
-some back, and an empty budget makes calls fail with their last error instead of retrying.
+Shared through a :class:`ThrottleState` (in this process by default; the seam is where a
+store shared by many processes plugs in), consulted once per send:
+
+* the maintenance breaker (``_breaker``): after a 455, one probe at a time;
+* the shared pause on ``Retry-After``;
+* the adaptive send rate (``_rate``): a reservation of the next send slot.
+
+The gate is fed plain :class:`Answer` values by the client, never its exceptions, and raises
+only two signals of its own: :class:`~suno_persona._deadline.WouldPassDeadline` and
+:class:`GateClosed`. Every wait ends at once when the client is closed.
+
+**Retry-After is a ceiling.** A value above ``max_pause`` (the client's
+``RetryPolicy.max_delay``) is not adopted at all: that call fails on its own and the others
+carry on. A 429's value within it pauses every send of the client: for that long when the API
+accepted nothing in the last measurement interval (it refuses everything: honour it), but
+when it is accepting other requests (a rate limit, often a token bucket whose wait a gateway
+rounds up to whole seconds) the pause starts at 0.1 s and doubles with each further 429 until
+an answer is accepted, never longer than the value itself, and the learned rate does the
+pacing. A 455's value sets when the breaker probes next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable, Callable
-from typing import Any
+import enum
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
 
 import attrs
 
-from suno_persona._errors import (
-    APIConnectionError,
-    APIError,
-    APITimeoutError,
-    RateLimitError,
-    ServiceUnavailableError,
-    SunoPersonaError,
-)
+from suno_persona._breaker import Admit, MaintenanceBreaker
+from suno_persona._deadline import Deadline, WouldPassDeadline, wait_signal
+from suno_persona._rate import AdaptiveRate
+from suno_persona.events import BreakerClosed, BreakerOpened, PauseStarted, RateChanged
 
-__all__ = ["Throttle", "ThrottlePolicy", "Ticket"]
+__all__ = [
+    "Answer",
+    "Decision",
+    "GateClosed",
+    "LocalState",
+    "Pass",
+    "Throttle",
+    "ThrottlePolicy",
+    "ThrottleState",
+]
 
-_MAX_EVENTS = 100_000
-_MIN_REJECTED = 2
-_EPSILON = 1e-9  # a token short by a rounding error is a token
+_PAUSE_FIRST = 0.1
+_START_DOUBLING = 0.05
 
 
-def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
 
 
-def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
+def _positive(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _non_negative(_inst, attribute, value)
+    if not value:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 
 
-def _fraction(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not 0 < value <= 1:
+def _fraction(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _non_negative(_inst, attribute, value)
+    if not 0 < value <= 1:  # type: ignore[operator]
         raise ValueError(f"{attribute.name} must be in (0, 1], got {value!r}")
 
 
-def _window_size(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{attribute.name} must be an int >= 1, got {value!r}")
+def _count(minimum: int) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    def validate(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{attribute.name} must be an int >= {minimum}, got {value!r}")
+
+    return validate
+
+
+def _optional_count(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _count(1)(_inst, attribute, value)
+
+
+def _boolean(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{attribute.name} must be True or False, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
 class ThrottlePolicy:
-    """How one client's calls cooperate; pass ``throttle=None`` to the client to turn it off.
+    """How the calls of one client cooperate. ``throttle=None`` on the client turns it off.
 
     Attributes:
         adaptive_rate: Learn a send rate from 429s.
         initial_window: Requests in flight at first, while the API's limit is unknown;
             ``None`` turns the slow start off.
         max_window: The slow start ends when this many requests are in flight without
-            a 429.
-        beta: After a burst of 429s the rate becomes ``beta`` times the rate the server
-            accepted over the last ``window`` seconds.
-        window: Measurement window in seconds; the rate is cut at most once per window.
+            the rate being cut.
+        beta: A cut sets the rate to ``beta`` times the rate the API accepted.
+        measure_interval: Seconds over which answers are counted; the rate is cut at most
+            once per interval (sooner only when requests sent after a cut are refused too).
         min_rate: Floor of the learned rate, in requests per second.
-        growth: CUBIC's scaling constant: how fast the rate grows back (requests/s per s³).
-        probe_initial: Seconds before the first maintenance probe after a 455.
+        growth: How fast the rate grows back after a cut (CUBIC's constant, requests per
+            second per second cubed); past the old peak it also doubles every interval.
+        probe_initial: Seconds from the first 455 to the first maintenance probe.
         probe_max: Longest interval between maintenance probes.
-        retry_budget: Tokens in the retry budget (0 turns the budget off).
-        retry_cost: Tokens a retry spends.
+        retry_budget: Tokens in the retry budget; ``0`` turns the budget off.
+        retry_cost: Tokens a retry after a 500 or an unsent connection failure spends
+            (retries after 429 and 455 are paced by the gate and cost nothing).
         timeout_retry_cost: Tokens a retry after a timeout or broken connection spends.
         success_refund: Tokens a success earns back.
     """
 
-    adaptive_rate: bool = True
-    initial_window: int | None = attrs.field(default=4, validator=_window_size)
-    max_window: int = attrs.field(default=64, validator=_window_size)
+    adaptive_rate: bool = attrs.field(default=True, validator=_boolean)
+    initial_window: int | None = attrs.field(default=4, validator=_optional_count)
+    max_window: int = attrs.field(default=64, validator=_count(1))
     beta: float = attrs.field(default=0.85, validator=_fraction)
-    window: float = attrs.field(default=1.0, validator=_positive)
+    measure_interval: float = attrs.field(default=1.0, validator=_positive)
     min_rate: float = attrs.field(default=1.0, validator=_positive)
-    growth: float = attrs.field(default=0.4, validator=_positive)
+    growth: float = attrs.field(default=2.0, validator=_positive)
     probe_initial: float = attrs.field(default=0.25, validator=_non_negative)
     probe_max: float = attrs.field(default=1.0, validator=_non_negative)
-    retry_budget: int = 500
-    retry_cost: int = 5
-    timeout_retry_cost: int = 10
-    success_refund: int = 1
+    retry_budget: int = attrs.field(default=500, validator=_count(0))
+    retry_cost: int = attrs.field(default=5, validator=_count(0))
+    timeout_retry_cost: int = attrs.field(default=10, validator=_count(0))
+    success_refund: int = attrs.field(default=1, validator=_count(0))
+
+    def __attrs_post_init__(self) -> None:
+        if self.initial_window is not None and self.initial_window > self.max_window:
+            raise ValueError(
+                f"initial_window ({self.initial_window}) must not exceed "
+                f"max_window ({self.max_window})"
+            )
+        if self.probe_initial > self.probe_max:
+            raise ValueError(
+                f"probe_initial ({self.probe_initial}) must not exceed "
+                f"probe_max ({self.probe_max})"
+            )
 
 
-class Ticket:
-    """One request's pass through the gate: ``async with throttle.slot(deadline) as ticket``.
+class Answer(enum.Enum):
+    """How the API answered one request, as far as the throttle cares."""
 
-    Entering waits for permission to send; the ticket then reports the outcome back, and
-    leaving gives the places it held back. The order of the waits matters: a place in
-    flight and in the start-up window first, then the breaker and the send rate, so no
-    request passes a check made before it waited.
+    ACCEPTED = "accepted"
+    """Processed: any answer but 429 and 455."""
+    REFUSED = "refused"
+    """429: rate limited, not processed."""
+    MAINTENANCE = "maintenance"
+    """455: under maintenance, not processed."""
+    NO_ANSWER = "no answer"
+    """No usable answer: the connection failed or broke, or the call was abandoned."""
+
+
+class GateClosed(Exception):  # noqa: N818 - a signal, turned into the client's error
+    """The client was closed while a call waited at the gate."""
+
+
+@attrs.frozen
+class Decision:
+    """What the shared state says to one send.
+
+    Attributes:
+        at: When to send (or to ask again); ``<= now`` means at once.
+        go: Send at ``at``; otherwise wait until then and ask again.
+        probe: This send is the maintenance probe: report its answer.
+        wait_probe: Also wake when a probe's answer arrives.
+        reserved: The rate slot at ``at`` is this caller's (the state's reservation token).
+        reason: What the caller waits for, in words.
     """
 
-    __slots__ = ("_admitted_at", "_deadline_at", "_probe", "_reported", "_throttle", "_windowed")
+    at: float
+    go: bool
+    probe: bool = False
+    wait_probe: bool = False
+    reserved: int | None = None
+    reason: str = ""
 
-    def __init__(self, throttle: Throttle, deadline_at: float | None) -> None:
-        self._throttle = throttle
-        self._deadline_at = deadline_at
-        self._probe = False
-        self._windowed = False
-        self._reported = False
-        self._admitted_at = 0.0
 
-    async def __aenter__(self) -> Ticket:  # noqa: PYI034 - no typing.Self in 3.10
-        await self._throttle._enter(self)  # noqa: SLF001
-        return self
+class ThrottleState(Protocol):
+    """The state all senders of one key share: breaker, pause, learned rate.
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._throttle._leave(self)  # noqa: SLF001
+    One :meth:`admit` per send is the only call on the send path (for a remote store, one
+    round trip); :meth:`report` may be buffered.
+    """
 
-    def succeeded(self) -> None:
-        """The API accepted the request."""
-        self._reported = True
-        self._throttle._on_success(probe=self._probe, sent_at=self._admitted_at)  # noqa: SLF001
+    def rate(self, now: float) -> float | None:
+        """The learned rate at ``now``, ``None`` while unlimited."""
 
-    def failed(self, error: SunoPersonaError) -> None:
-        """The request ended with ``error``."""
-        self._reported = True
-        self._throttle._on_error(error, probe=self._probe, sent_at=self._admitted_at)  # noqa: SLF001
+    def blocked_until(self) -> float:
+        """Until when no send may go (a shared pause, the next maintenance probe), as known."""
+
+    async def admit(self, now: float, max_wait: float, reserved: int | None) -> Decision:
+        """Decide about one send at ``now`` by a caller that may wait ``max_wait`` seconds.
+
+        ``reserved`` is the token of a rate slot the caller already holds (from an earlier
+        decision it waited for): such a caller is checked against the breaker and the pause
+        only, unless the rate was cut since.
+        """
+
+    def report(
+        self, answer: Answer, retry_after: float | None, *, now: float, sent_at: float, probe: bool
+    ) -> bool:
+        """Note how the API answered a send; ``True`` when waiters should look again."""
+
+    def release(self, decision: Decision, now: float) -> bool:
+        """A send that was decided will not happen; ``True`` when waiters should look again."""
+
+
+_GO = Decision(0.0, go=True)
+
+
+class LocalState:
+    """The :class:`ThrottleState` of one process: what today's single client shares.
+
+    Args:
+        policy: The throttle policy.
+        max_pause: The longest pause or probe wait a ``Retry-After`` may set.
+        emit: Called with each event (rate changed, pause started, breaker opened/closed).
+    """
+
+    def __init__(
+        self, policy: ThrottlePolicy, *, max_pause: float, emit: Callable[[object], None]
+    ) -> None:
+        self._emit = emit
+        self._max_pause = max_pause
+        self._rate = (
+            AdaptiveRate(
+                beta=policy.beta,
+                window=policy.measure_interval,
+                min_rate=policy.min_rate,
+                growth=policy.growth,
+            )
+            if policy.adaptive_rate
+            else None
+        )
+        self._breaker = MaintenanceBreaker(
+            probe_initial=min(policy.probe_initial, max_pause),
+            probe_max=min(policy.probe_max, max_pause),
+        )
+        self._paused_until = -math.inf
+        self._pause_level = 0
+        self._accepted_at = -math.inf
+        self._interval = policy.measure_interval
+
+    @property
+    def breaker_open(self) -> bool:
+        """Whether the maintenance breaker is open."""
+        return self._breaker.is_open
+
+    def rate(self, now: float) -> float | None:  # noqa: D102 - documented in the protocol
+        return None if self._rate is None else self._rate.rate(now)
+
+    def blocked_until(self) -> float:  # noqa: D102 - documented in the protocol
+        if self._breaker.is_open:
+            return max(self._paused_until, self._breaker.next_probe_at)
+        return self._paused_until
+
+    async def admit(  # noqa: D102 - documented in the protocol
+        self, now: float, max_wait: float, reserved: int | None
+    ) -> Decision:
+        verdict, at = self._breaker.admit(now)
+        if verdict is Admit.PROBE:
+            return Decision(now, go=True, probe=True)
+        if verdict is not Admit.SEND:
+            return Decision(
+                at, go=False, wait_probe=verdict is Admit.WAIT_PROBE, reason="the maintenance"
+            )
+        if now < self._paused_until:
+            return Decision(self._paused_until, go=False, reason="the server's Retry-After")
+        rate = self._rate
+        if rate is None or not rate.known or reserved == rate.cuts:
+            return _GO
+        send_at = rate.reserve(now, max_wait)
+        if send_at <= now:
+            return _GO
+        return Decision(send_at, go=True, reserved=rate.cuts, reason="a send slot")
+
+    def report(  # noqa: D102 - documented in the protocol
+        self, answer: Answer, retry_after: float | None, *, now: float, sent_at: float, probe: bool
+    ) -> bool:
+        adopted = retry_after if retry_after is not None and retry_after <= self._max_pause else None
+        if answer is Answer.MAINTENANCE:
+            if self._breaker.maintenance(now, adopted, probe=probe):
+                if self._rate is not None:
+                    self._rate.freeze(now)
+                self._emit(BreakerOpened(next_probe_in=self._breaker.next_probe_at - now))
+            if adopted is not None:
+                self._emit(PauseStarted(seconds=adopted, code=455))
+            return probe
+        if answer is Answer.NO_ANSWER:
+            self._breaker.no_answer(probe=probe)
+            return probe
+        open_for = self._breaker.answered(now, probe=probe)
+        if open_for is not None:
+            if self._rate is not None:
+                self._rate.thaw(now)
+            self._emit(BreakerClosed(open_for=open_for))
+        if answer is Answer.ACCEPTED:
+            self._pause_level = 0
+            self._accepted_at = now
+            if self._rate is not None:
+                self._rate.accepted(now, sent_at)
+            return probe or open_for is not None
+        if self._rate is not None:
+            change = self._rate.refused(now, sent_at)
+            if change is not None:
+                self._emit(RateChanged(old=change.old, new=change.new, reason=change.reason))
+        if adopted is not None:
+            pause = adopted
+            if now - self._accepted_at < self._interval:
+                pause = min(adopted, _PAUSE_FIRST * 2 ** min(self._pause_level, 30))
+                self._pause_level += 1
+            if now + pause > self._paused_until:
+                self._paused_until = now + pause
+                self._emit(PauseStarted(seconds=pause, code=429))
+        return probe or open_for is not None
+
+    def release(self, decision: Decision, now: float) -> bool:  # noqa: D102 - see the protocol
+        if decision.probe:
+            self._breaker.no_answer(probe=True)
+            return True
+        if decision.reserved is not None and self._rate is not None:
+            self._rate.release(decision.at, now)
+        return False
+
+
+class _Slots:
+    """A counted set of places with a first-come, first-served queue of waiters.
+
+    A freed place is handed to the first waiter, so ten thousand waiters cost one wake-up
+    per freed place. Waiting acquires nothing by itself: a waiter that is cancelled or gives
+    up after being handed a place passes it on.
+    """
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def try_take(self) -> bool:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a place; ``False`` when none came."""
+        if self.try_take():
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await wait_signal(waiter, timeout)
+        except BaseException:
+            self._drop(waiter)
+            raise
+        if waiter.done() and not waiter.cancelled():
+            return True
+        waiter.cancel()
+        return False
+
+    def _drop(self, waiter: asyncio.Future[None]) -> None:
+        if waiter.done() and not waiter.cancelled():
+            self.give(1)
+        else:
+            waiter.cancel()
+
+    def give(self, count: int) -> None:
+        """Free ``count`` places, handing each to the first live waiter."""
+        while count and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                count -= 1
+        self._free += count
+
+    def wake_all(self) -> None:
+        """Wake every waiter without a place (they look again: the gate is closing)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.cancel()
+
+
+@attrs.define
+class Pass:
+    """One request's passage through the gate; report the API's answer on it."""
+
+    _throttle: Throttle
+    decision: Decision
+    sent_at: float
+    reported: bool = False
+
+    def report(self, answer: Answer, retry_after: float | None = None) -> None:
+        """Tell the shared state how the API answered."""
+        self.reported = True
+        throttle = self._throttle
+        state = throttle.state
+        if state is not None and state.report(
+            answer, retry_after, now=throttle.clock(), sent_at=self.sent_at, probe=self.decision.probe
+        ):
+            throttle.notify()
+        if answer is Answer.ACCEPTED:
+            throttle.grow_window()
 
 
 class Throttle:
-    """The per-client gate. Not thread-safe: it lives in one event loop, like the client."""
+    """The per-client gate. Lives in one event loop, like the client (see :meth:`rebind`).
+
+    Args:
+        policy: The policy, or ``None`` for no shared throttling (the in-flight cap stays).
+        max_concurrency: Cap on requests in flight, or ``None``.
+        max_pause: The longest wait a ``Retry-After`` may impose on the other calls.
+        clock: Monotonic seconds.
+        sleep: Awaited for every timed wait.
+        emit: Called with each event of the shared state.
+        state: The shared state; by default a :class:`LocalState`.
+    """
 
     def __init__(
         self,
         policy: ThrottlePolicy | None,
         *,
         max_concurrency: int | None,
+        max_pause: float,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
+        emit: Callable[[object], None] = lambda _event: None,
+        state: ThrottleState | None = None,
     ) -> None:
         self.policy = policy
-        self._clock = clock
+        self.clock = clock
         self._sleep = sleep
-        self._in_flight = (
-            asyncio.Semaphore(max_concurrency) if max_concurrency is not None else None
-        )
-        self._lock = asyncio.Lock()
-        self._changed = asyncio.Event()
-        self._waiting = 0
-        # slow start
+        self._max_concurrency = max_concurrency
+        self.state: ThrottleState | None = state
+        if state is None and policy is not None:
+            self.state = LocalState(policy, max_pause=max_pause, emit=emit)
+        self._closed = False
+        self._window: int | None = None
+        self._started_at: float | None = None
+        self.rebind()
+
+    def rebind(self) -> None:
+        """Forget everything bound to an event loop: the next use binds to the running one."""
+        self._in_flight = _Slots(self._max_concurrency) if self._max_concurrency else None
+        policy = self.policy
         self._window = policy.initial_window if policy is not None else None
-        self._windowed = 0
-        # adaptive rate
-        self._rate: float | None = None
-        self._rate_max = 0.0
-        self._cut_at = 0.0
-        self._tokens = 0.0
-        self._refilled_at = 0.0
-        self._accepted: collections.deque[float] = collections.deque(maxlen=_MAX_EVENTS)
-        self._rejected: collections.deque[float] = collections.deque(maxlen=_MAX_EVENTS)
-        self._first_event_at: float | None = None
-        # how requests sent after the last cut fared, to tell a limit from random 429s
-        self._cut_share: float | None = None
-        self._after_cut = [0, 0]
-        self._noise = 0.0
-        # Retry-After
-        self._paused_until = 0.0
-        # maintenance breaker
-        self._breaker_open = False
-        self._probe_in_flight = False
-        self._next_probe_at = 0.0
-        self._probe_interval = 0.0
-        # retry budget
-        self._budget = policy.retry_budget if policy is not None else 0
+        self._windowed = _Slots(self._window) if self._window is not None else None
+        self._started_at = None
+        self._changed: asyncio.Future[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
 
     @property
     def rate(self) -> float | None:
         """The learned send rate in requests per second, ``None`` while unlimited."""
-        return self._current_rate(self._clock())
+        return None if self.state is None else self.state.rate(self.clock())
 
-    def slot(self, deadline_at: float | None) -> Ticket:
-        """A place to send one request: use as ``async with throttle.slot(d) as ticket``."""
-        return Ticket(self, deadline_at)
+    def blocked_until(self) -> float:
+        """Until when the shared state holds every send back (``-inf`` when it does not)."""
+        return -math.inf if self.state is None else self.state.blocked_until()
 
-    async def _enter(self, ticket: Ticket) -> None:
-        deadline_at = ticket._deadline_at  # noqa: SLF001
-        if self._in_flight is not None:
-            await self._wait(self._in_flight.acquire(), deadline_at)
-        try:
-            ticket._windowed = await self._enter_window(deadline_at)  # noqa: SLF001
-            ticket._probe = await self._admit(deadline_at)  # noqa: SLF001
-            ticket._admitted_at = self._clock()  # noqa: SLF001
-        except BaseException:
-            self._leave(ticket)
-            raise
+    @property
+    def window(self) -> int | None:
+        """Requests allowed in flight by the slow start, ``None`` once it is over."""
+        return self._window
 
-    def _leave(self, ticket: Ticket) -> None:
-        if ticket._probe and not ticket._reported:  # noqa: SLF001
-            self._probe_in_flight = False
-            self._notify()
-        if ticket._windowed:  # noqa: SLF001
-            self._windowed -= 1
-            if self._waiting:
-                self._notify()
-        if self._in_flight is not None:
-            self._in_flight.release()
+    def close(self) -> None:
+        """End every wait at the gate: waiting calls raise :class:`GateClosed`."""
+        self._closed = True
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(None)
+        for slots in (self._in_flight, self._windowed):
+            if slots is not None:
+                slots.wake_all()
+        self.notify()
 
-    def spend_retry(self, error: BaseException) -> bool:
-        """Take the cost of one retry after ``error`` from the budget; ``False`` when empty."""
-        policy = self.policy
-        if policy is None or policy.retry_budget == 0:
-            return True
-        cost = (
-            policy.timeout_retry_cost
-            if isinstance(error, APIConnectionError) and error.sent
-            else policy.retry_cost
-        )
-        if self._budget < cost:
-            return False
-        self._budget -= cost
-        return True
+    def notify(self) -> None:
+        """Wake the calls waiting for a probe's answer, so each looks at the state again."""
+        changed, self._changed = self._changed, None
+        if changed is not None and not changed.done():
+            changed.set_result(None)
 
-    async def _admit(self, deadline_at: float | None) -> bool:
-        if self.policy is None:
-            return False
-        while self._breaker_open:
-            now = self._clock()
-            if not self._probe_in_flight and now >= self._next_probe_at:
-                self._probe_in_flight = True
-                return True
-            if deadline_at is not None and deadline_at <= now:
-                raise APITimeoutError(
-                    "the call's deadline passed while the API was in maintenance",
-                    sent=False,
-                    deadline=True,
-                )
-            if self._probe_in_flight:
-                await self._wait_for_change(deadline_at)
-            else:
-                wake_at = self._next_probe_at
-                if deadline_at is not None:
-                    wake_at = min(wake_at, deadline_at)
-                await self._sleep(wake_at - now)
-        if self._rate is None and self._paused_until <= self._clock():
-            return False
-        await self._wait(self._take_token(deadline_at), deadline_at)
-        return False
-
-    async def _enter_window(self, deadline_at: float | None) -> bool:
-        """Take a place in the start-up window, if the slow start is still on."""
-        while self._window is not None and self._rate is None:
-            if self._windowed < self._window:
-                self._windowed += 1
-                return True
-            await self._wait_for_change(deadline_at)
-        return False
-
-    async def _wait_for_change(self, deadline_at: float | None) -> None:
-        self._waiting += 1
-        try:
-            await self._wait(self._changed.wait(), deadline_at)
-        finally:
-            self._waiting -= 1
-
-    def _notify(self) -> None:
-        """Wake every task waiting on the gate's state, so each looks at it again."""
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def _take_token(self, deadline_at: float | None) -> None:
-        async with self._lock:
-            while True:
-                now = self._clock()
-                wait = self._paused_until - now
-                if wait <= 0:
-                    rate = self._current_rate(now)
-                    if rate is None:
-                        return
-                    self._tokens = min(
-                        max(1.0, rate * 0.1),
-                        self._tokens + (now - self._refilled_at) * rate,
-                    )
-                    self._refilled_at = now
-                    if self._tokens >= 1 - _EPSILON:
-                        self._tokens = max(0.0, self._tokens - 1)
-                        return
-                    wait = (1 - self._tokens) / rate
-                if deadline_at is not None and now + wait > deadline_at:
-                    raise APITimeoutError(
-                        "the call's deadline would pass while waiting to send",
-                        sent=False,
-                        deadline=True,
-                    )
-                await self._sleep(wait)
-
-    async def _wait(self, waiting: Awaitable[object], deadline_at: float | None) -> None:
-        if deadline_at is None:
-            await waiting
-            return
-        remaining = deadline_at - self._clock()
-        try:
-            await asyncio.wait_for(waiting, max(remaining, 0.0))
-        except asyncio.TimeoutError:
-            raise APITimeoutError(
-                "the call's deadline passed while waiting to send", sent=False, deadline=True
-            ) from None
-
-    def _current_rate(self, now: float) -> float | None:
-        if self._rate is None or self.policy is None:
-            return None
-        policy = self.policy
-        since = now - self._cut_at
-        k = (self._rate_max * (1 - policy.beta) / policy.growth) ** (1 / 3)
-        grown = self._rate_max + policy.growth * (since - k) ** 3
-        return max(policy.min_rate, self._rate if since <= 0 else max(self._rate, grown))
-
-    def _count(self, now: float, sent_at: float, *, refused: bool) -> None:
-        """Note an answer of the API: refused with 429, or accepted (anything else)."""
-        (self._rejected if refused else self._accepted).append(now)
-        if self._first_event_at is None:
-            self._first_event_at = now
-        if sent_at > self._cut_at:
-            self._after_cut[refused] += 1
-
-    def _on_success(self, *, probe: bool, sent_at: float = 0.0) -> None:
-        policy = self.policy
-        if policy is None:
-            return
-        self._count(self._clock(), sent_at, refused=False)
-        self._budget = min(policy.retry_budget, self._budget + policy.success_refund)
-        if probe or self._breaker_open:
-            self._close_breaker()
+    def grow_window(self) -> None:
+        """A success widens the slow start's window by one."""
         if self._window is not None:
-            self._window += 1
-            if self._window >= policy.max_window:
-                self._window = None
-            if self._waiting:
-                self._notify()
+            self._set_window(self._window + 1)
 
-    def _on_error(self, error: SunoPersonaError, *, probe: bool, sent_at: float = 0.0) -> None:
+    def _set_window(self, size: int | None) -> None:
         policy = self.policy
-        if policy is None:
+        slots = self._windowed
+        if slots is None or policy is None or self._window is None:
             return
-        now = self._clock()
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None and isinstance(error, (RateLimitError, ServiceUnavailableError)):
-            self._paused_until = max(self._paused_until, now + retry_after)
-        if isinstance(error, ServiceUnavailableError) or (
-            probe and not isinstance(error, APIError)
-        ):
-            # A probe that got no answer from the API says nothing about the maintenance.
-            self._open_breaker(now, retry_after, probe=probe)
+        if size is not None and size >= policy.max_window:
+            size = None
+        if size is None:
+            self._window = None
+            slots.give(1 << 30)
+            self._windowed = None
             return
-        if probe:
-            self._close_breaker()
-        if not isinstance(error, RateLimitError):
-            if not isinstance(error, APIConnectionError):
-                # Any other answer was processed, not throttled: it counts as accepted.
-                self._count(now, sent_at, refused=False)
-        else:
-            self._count(now, sent_at, refused=True)
-            if policy.adaptive_rate:
-                self._maybe_cut(now)
-            if self._window is not None and self._rate is not None:
-                self._window = None
-                if self._waiting:
-                    self._notify()
+        if size > self._window:
+            slots.give(size - self._window)
+            self._window = size
 
-    def _maybe_cut(self, now: float) -> None:
-        policy = self.policy
-        assert policy is not None  # noqa: S101 - only called with a policy
-        if self._rate is not None and self._cut_did_not_help():
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or raise :class:`GateClosed` as soon as the client is closed."""
+        if self._closed:
+            raise GateClosed
+        if seconds <= 0:
             return
-        if self._rate is not None and now - self._cut_at < policy.window:
-            return
-        horizon = now - policy.window
-        for events in (self._accepted, self._rejected):
-            while events and events[0] < horizon:
-                events.popleft()
-        accepted, rejected = len(self._accepted), len(self._rejected)
-        share = rejected / (accepted + rejected)
-        if accepted == 0 or rejected < _MIN_REJECTED or share < max(0.05, 2 * self._noise):
-            return
-        span = min(policy.window, max(now - (self._first_event_at or now), policy.window / 5))
-        measured = accepted / span if span > 0 else policy.min_rate
-        current = self._current_rate(now)
-        base = measured if current is None else min(measured, current)
-        self._rate_max = max(policy.min_rate, base)
-        self._rate = max(policy.min_rate, base * policy.beta)
-        self._cut_at = now
-        self._tokens = 0.0
-        self._refilled_at = now
-        self._cut_share = share
-        self._after_cut = [0, 0]
+        closing = self._closing_future()
+        sleeping = asyncio.ensure_future(self._sleep(seconds))
+        try:
+            await asyncio.wait((sleeping, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+        if self._closed:
+            raise GateClosed
 
-    def _cut_did_not_help(self) -> bool:
-        """Undo the last cut when requests sent after it are refused about as often.
+    def _closing_future(self) -> asyncio.Future[None]:
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_future()
+        return self._closing
 
-        Cutting to ``beta`` times the accepted rate puts the client under a real limit, so
-        its 429s should all but stop. When they go on at half the share or more, they are
-        not about our rate (random refusals, another client's load): the cut is undone, and
-        later cuts need a share of 429s twice that noise.
+    @asynccontextmanager
+    async def slot(self, deadline: Deadline) -> AsyncIterator[Pass]:
+        """A place to send one request: ``async with throttle.slot(deadline) as passage``.
+
+        Entering waits, in this order, for a place in flight, a place in the start-up
+        window, and the shared state's permission (breaker, pause, send slot), so no
+        request passes a check made before it waited. Leaving gives the places back.
+
+        Raises:
+            WouldPassDeadline: Waiting would take the call past ``deadline``.
+            GateClosed: The client was closed.
         """
-        if self._cut_share is None:
-            return False
-        ok, rejected = self._after_cut
-        if rejected < _MIN_REJECTED or rejected < 0.5 * self._cut_share * (ok + rejected):
-            return False
-        self._noise = max(self._noise, rejected / (ok + rejected))
-        self._rate = self._rate_max
-        self._cut_share = None
-        return True
+        if self._closed:
+            raise GateClosed
+        in_flight = self._in_flight
+        if in_flight is not None and not in_flight.try_take():
+            await self._take(in_flight, deadline, "a place in flight")
+        try:
+            windowed = self._windowed
+            if windowed is not None:
+                windowed = await self._enter_window(windowed, deadline)
+            try:
+                passage = await self._admit(deadline)
+                try:
+                    yield passage
+                finally:
+                    if not passage.reported and self.state is not None:
+                        self._release(passage.decision)
+            finally:
+                if windowed is not None and windowed is self._windowed:
+                    windowed.give(1)
+        finally:
+            if in_flight is not None:
+                in_flight.give(1)
 
-    def _open_breaker(self, now: float, retry_after: float | None, *, probe: bool) -> None:
-        policy = self.policy
-        assert policy is not None  # noqa: S101 - only called with a policy
-        if not self._breaker_open:
-            self._breaker_open = True
-            self._probe_interval = policy.probe_initial
-        elif probe:
-            self._probe_interval = min(policy.probe_max, self._probe_interval * 2)
-        if probe or self._next_probe_at < now:
-            # The server's own Retry-After, when it gives one, says when to look again.
-            wait = self._probe_interval if retry_after is None else retry_after
-            self._next_probe_at = now + wait
-        if probe:
-            self._probe_in_flight = False
-            self._notify()
+    def _release(self, decision: Decision) -> None:
+        assert self.state is not None  # noqa: S101 - only called with a state
+        if self.state.release(decision, self.clock()):
+            self.notify()
 
-    def _close_breaker(self) -> None:
-        self._probe_in_flight = False
-        if self._breaker_open:
-            self._breaker_open = False
-            self._notify()
+    async def _take(self, slots: _Slots, deadline: Deadline, what: str) -> None:
+        if not await slots.take(deadline.remaining(self.clock())):
+            if self._closed:
+                raise GateClosed
+            raise WouldPassDeadline(f"waiting for {what}", math.inf)
+        if self._closed:
+            slots.give(1)
+            raise GateClosed
+
+    async def _enter_window(self, slots: _Slots, deadline: Deadline) -> _Slots | None:
+        """Take a place in the start-up window; ``None`` when the slow start ended meanwhile."""
+        now = self.clock()
+        if self._started_at is None:
+            self._started_at = now
+        self._grow_with_time(now)
+        while not slots.try_take():
+            if slots is not self._windowed:
+                return None
+            remaining = deadline.remaining(now)
+            if await slots.take(min(remaining, _START_DOUBLING)):
+                break
+            if self._closed:
+                raise GateClosed
+            now = self.clock()
+            if remaining <= _START_DOUBLING:
+                raise WouldPassDeadline("waiting for a place in the start-up window", math.inf)
+            self._grow_with_time(now)
+        if self._closed:
+            slots.give(1)
+            raise GateClosed
+        return slots if slots is self._windowed else None
+
+    def _grow_with_time(self, now: float) -> None:
+        """The start-up window also doubles every 50 ms, so a slow API is not throttled."""
+        if self._window is None or self._started_at is None or self.policy is None:
+            return
+        initial = self.policy.initial_window or 1
+        doublings = (now - self._started_at) / _START_DOUBLING
+        by_time = initial * 2 ** min(doublings, 30)
+        if by_time > self._window:
+            self._set_window(int(by_time))
+
+    async def _admit(self, deadline: Deadline) -> Pass:
+        state = self.state
+        if state is None:
+            return Pass(self, _GO, self.clock())
+        reserved: int | None = None
+        while True:
+            now = self.clock()
+            decision = await state.admit(now, deadline.remaining(now), reserved)
+            if decision.go and decision.at <= now:
+                if self._window is not None and state.rate(now) is not None:
+                    self._set_window(None)
+                return Pass(self, decision, now)
+            wait = decision.at - now
+            if deadline.at is not None and now + wait > deadline.at:
+                raise WouldPassDeadline(f"waiting for {decision.reason}", wait)
+            if decision.go:
+                reserved = decision.reserved
+                try:
+                    await self.sleep(wait)
+                except BaseException:
+                    self._release(decision)
+                    raise
+            elif decision.wait_probe:
+                await self._wait_probe(wait, deadline)
+            else:
+                await self.sleep(wait)
+
+    async def _wait_probe(self, hint: float, deadline: Deadline) -> None:
+        if self._closed:
+            raise GateClosed
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        changed = self._changed
+        closing = self._closing_future()
+        timeout = min(max(hint, 0.05), deadline.remaining(self.clock()))
+        await asyncio.wait((changed, closing), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if self._closed:
+            raise GateClosed

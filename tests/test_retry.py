@@ -9,7 +9,7 @@ import random
 import pytest
 
 import suno_persona as sp
-from suno_persona._retry import build_retrying
+from suno_persona._retry import RetryBudget, RetryHooks, build_retrying
 
 
 def rate_limited(retry_after: float | None = None) -> sp.RateLimitError:
@@ -26,10 +26,9 @@ def server_error() -> sp.ServerError:
     return sp.ServerError("boom", code=500, http_status=500)
 
 
-async def drive(policy, outcomes, fake_time, *, deadline=None, spend=None):
+async def drive(policy, outcomes, fake_time, *, deadline=None, **kwargs):
     """Run a call whose attempts raise/return ``outcomes`` in turn; return (result, attempts)."""
     attempts = 0
-    kwargs = {"spend": spend} if spend is not None else {}
     retrying = build_retrying(
         policy,
         sleep=fake_time.sleep,
@@ -198,17 +197,34 @@ class TestRetrying:
         assert len(fake_time.sleeps) >= 2
 
     async def test_an_empty_budget_ends_the_call(self, fake_time):
-        """When the retry budget refuses, the call fails with its last error."""
-        asked = []
+        """When the retry budget refuses, the call fails with its last error, and says so."""
+        budget = RetryBudget(capacity=12, cost=5, timeout_cost=10, refund=1)
+        refused = []
+        hooks = RetryHooks(exhausted=lambda attempt, error: refused.append(attempt))
+        policy = sp.RetryPolicy(retry_server_errors=True)
+        with pytest.raises(sp.ServerError):
+            await drive(policy, [server_error()] * 5, fake_time, budget=budget, hooks=hooks)
+        assert budget.tokens == 2
+        assert len(fake_time.sleeps) == 2
+        assert refused == [3]
 
-        def spend(error):
-            asked.append(error)
-            return len(asked) < 2
+    async def test_a_retry_the_deadline_refuses_costs_nothing(self, fake_time):
+        """Regression: the budget was spent before the deadline check refused the retry."""
+        budget = RetryBudget(capacity=20, cost=5, timeout_cost=10, refund=1)
+        policy = sp.RetryPolicy(retry_server_errors=True, initial_delay=30, max_delay=30)
+        for _ in range(4):
+            with pytest.raises(sp.ServerError):
+                await drive(
+                    policy, [server_error()] * 5, fake_time, deadline=0.001, budget=budget
+                )
+        assert budget.tokens == 20
 
-        with pytest.raises(sp.RateLimitError):
-            await drive(sp.RetryPolicy(), [rate_limited()] * 5, fake_time, spend=spend)
-        assert len(asked) == 2
-        assert len(fake_time.sleeps) == 1
+    async def test_429_and_455_retries_cost_no_budget(self, fake_time):
+        """The gate paces 429s and 455s: a burst of them never drains the budget."""
+        budget = RetryBudget(capacity=5, cost=5, timeout_cost=10, refund=1)
+        outcomes = [rate_limited(), maintenance(), rate_limited(), "done"]
+        assert await drive(sp.RetryPolicy(), outcomes, fake_time, budget=budget) == ("done", 4)
+        assert budget.tokens == 5
 
     async def test_cancellation_is_never_retried(self, fake_time):
         """CancelledError raised by an attempt propagates at once."""

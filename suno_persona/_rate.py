@@ -1,0 +1,229 @@
+"""The adaptive send rate: what the API's limit seems to be, and when the next send may go.
+
+Synchronous and clock-free (every method takes ``now``), so it is tested without a loop and
+the same arithmetic can run in a shared store. It learns from answers only:
+
+* **Measure.** Answers are counted in a ring of time buckets covering one ``window`` (memory
+  is O(1) in requests): accepted (any answer but 429) and refused (429).
+* **Cut.** When at least ``_MIN_REFUSED`` 429s make up ``_MIN_SHARE`` or more of the answers
+  of the last window, the rate becomes ``beta`` times the rate the API accepted over that
+  window (or times the current rate, if lower). At most one cut per window.
+* **Grow back.** Then the rate climbs along a CUBIC curve scaled to the rate it was cut
+  from: concave back up to it, then convex past it, so it finds a limit that rose within a
+  few windows. Growth pauses while the API is in maintenance (:meth:`freeze`).
+* **Pace.** Sends are spaced by a generic cell rate algorithm (GCRA): each send reserves the
+  next slot, ``1/rate`` after the previous one, with a burst of a tenth of a second's worth.
+
+Nothing here remembers a 429 as "noise" for longer than a window: every window is judged
+afresh, so the rate follows a limit that drops and rises any number of times.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+__all__ = ["AdaptiveRate", "RateChange"]
+
+_MIN_REFUSED = 2
+_MIN_SHARE = 0.05
+_BUCKETS = 10
+_BURST_SECONDS = 0.1
+_PROBE_FACTOR = 2.0
+_RECUT_SHARE = 0.25
+
+
+@attrs.frozen
+class RateChange:
+    """The learned rate moved.
+
+    Attributes:
+        old: The rate before, in requests per second (``None``: unlimited).
+        new: The rate after.
+        reason: Why, in words (``"429s"``).
+    """
+
+    old: float | None
+    new: float | None
+    reason: str
+
+
+class AdaptiveRate:
+    """A send rate learned from 429s; see the module docstring.
+
+    Args:
+        beta: Share of the accepted rate kept by a cut, in (0, 1].
+        window: Measurement window in seconds; at most one cut per window.
+        min_rate: Floor of the learned rate, in requests per second.
+        growth: CUBIC's constant, as a share of the rate cut from per second cubed.
+    """
+
+    __slots__ = (
+        "_accepted",
+        "_beta",
+        "_bucket_span",
+        "_after",
+        "_cut_at",
+        "_cuts",
+        "_first_at",
+        "_frozen_at",
+        "_growth",
+        "_min_rate",
+        "_rate",
+        "_rate_max",
+        "_refused",
+        "_stamps",
+        "_tat",
+        "_window",
+    )
+
+    def __init__(self, *, beta: float, window: float, min_rate: float, growth: float) -> None:
+        self._beta = beta
+        self._window = window
+        self._min_rate = min_rate
+        self._growth = growth
+        self._bucket_span = window / _BUCKETS
+        self._accepted = [0] * _BUCKETS
+        self._refused = [0] * _BUCKETS
+        self._stamps = [-1] * _BUCKETS
+        self._first_at: float | None = None
+        self._rate: float | None = None
+        self._rate_max = 0.0
+        self._cut_at = -math.inf
+        self._frozen_at: float | None = None
+        self._tat = -math.inf
+        self._after = [0, 0]
+        self._cuts = 0
+
+    @property
+    def cuts(self) -> int:
+        """How many times the rate was cut: a reservation made before a cut is stale."""
+        return self._cuts
+
+    @property
+    def known(self) -> bool:
+        """Whether a rate has been learned (before the first cut, sends are not paced)."""
+        return self._rate is not None
+
+    def rate(self, now: float) -> float | None:
+        """The rate in requests per second at ``now``, ``None`` while nothing is known."""
+        if self._rate is None:
+            return None
+        since = (self._frozen_at if self._frozen_at is not None else now) - self._cut_at
+        peak = self._rate_max
+        k = (peak * (1 - self._beta) / self._growth) ** (1 / 3)
+        grown = peak + self._growth * (since - k) ** 3
+        if since > k:
+            # Past the old peak with no cut: the limit may have risen. Probe up exponentially
+            # too (doubling every window), so a limit ten times higher is found in seconds.
+            grown = max(grown, peak * _PROBE_FACTOR ** ((since - k) / self._window))
+        return float(max(self._min_rate, self._rate, grown))
+
+    def reserve(self, now: float, max_wait: float = math.inf) -> float:
+        """Reserve the next send slot and return when it is (``>= now``).
+
+        A slot more than ``max_wait`` seconds away is returned but not reserved: a caller
+        that may not wait that long takes nothing from the others.
+        """
+        rate = self.rate(now)
+        if rate is None:
+            return now
+        interval = 1 / rate
+        burst = max(interval, _BURST_SECONDS)
+        send_at = max(now, self._tat - burst)
+        if send_at - now <= max_wait:
+            self._tat = max(self._tat, now) + interval
+        return send_at
+
+    def release(self, send_at: float, now: float) -> None:
+        """Give back a slot reserved for ``send_at`` that will not be used, if it is the last."""
+        rate = self.rate(now)
+        if rate is not None and send_at > now:
+            self._tat = max(now, self._tat - 1 / rate)
+
+    def accepted(self, now: float, sent_at: float) -> None:
+        """The API processed a request sent at ``sent_at`` (any answer but 429)."""
+        self._bucket(now)
+        self._accepted[self._index(now)] += 1
+        if sent_at > self._cut_at:
+            self._after[0] += 1
+
+    def refused(self, now: float, sent_at: float) -> RateChange | None:
+        """The API refused (429) a request sent at ``sent_at``; return the change on a cut."""
+        self._bucket(now)
+        self._refused[self._index(now)] += 1
+        if sent_at > self._cut_at:
+            self._after[1] += 1
+        measured = self._too_fast(now)
+        if measured is None:
+            return None
+        old = self.rate(now)
+        base = measured if old is None else min(measured, old)
+        self._rate_max = max(self._min_rate, base)
+        self._rate = max(self._min_rate, base * self._beta)
+        self._cut_at = now
+        self._cuts += 1
+        self._after = [0, 0]
+        # No burst credit after a cut: the next send goes one interval from now.
+        self._tat = now + 1 / self._rate + max(1 / self._rate, _BURST_SECONDS)
+        return RateChange(old, self._rate, "429s")
+
+    def _too_fast(self, now: float) -> float | None:
+        """The accepted rate to cut from, when the 429s say we send too fast; else ``None``.
+
+        Normally judged over the last window, once per window. Sooner when requests sent
+        after the last cut are refused too (a quarter or more of them): that cut was not
+        deep enough, and what was accepted since it measures the limit.
+        """
+        since = now - self._cut_at
+        ok, refused = self._after
+        if (
+            self._window / 5 <= since < self._window
+            and ok > 0
+            and refused >= _MIN_REFUSED
+            and refused >= _RECUT_SHARE * (ok + refused)
+        ):
+            return ok / since
+        if since < self._window:
+            return None
+        accepted, refused = self._totals(now)
+        if accepted == 0 or refused < _MIN_REFUSED or refused < _MIN_SHARE * (accepted + refused):
+            return None
+        first = self._first_at if self._first_at is not None else now
+        return accepted / min(self._window, max(now - first, self._window / 5))
+
+    def freeze(self, now: float) -> None:
+        """Hold the rate where it is (the API is in maintenance: growth would mean nothing)."""
+        if self._frozen_at is None:
+            self._frozen_at = now
+
+    def thaw(self, now: float) -> None:
+        """Let the rate grow again from where :meth:`freeze` held it."""
+        if self._frozen_at is not None:
+            self._cut_at += now - self._frozen_at
+            self._frozen_at = None
+
+    def _index(self, now: float) -> int:
+        return int(now // self._bucket_span) % _BUCKETS
+
+    def _bucket(self, now: float) -> None:
+        """Start the bucket ``now`` falls in afresh if it last held an older slice of time."""
+        if self._first_at is None:
+            self._first_at = now
+        stamp = int(now // self._bucket_span)
+        index = stamp % _BUCKETS
+        if self._stamps[index] != stamp:
+            self._stamps[index] = stamp
+            self._accepted[index] = 0
+            self._refused[index] = 0
+
+    def _totals(self, now: float) -> tuple[int, int]:
+        """Accepted and refused answers over the last window (the current bucket included)."""
+        oldest = int(now // self._bucket_span) - _BUCKETS + 1
+        accepted = refused = 0
+        for index in range(_BUCKETS):
+            if self._stamps[index] >= oldest:
+                accepted += self._accepted[index]
+                refused += self._refused[index]
+        return accepted, refused
