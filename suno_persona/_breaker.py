@@ -35,8 +35,14 @@ class MaintenanceBreaker:
         probe_max: Longest interval between probes.
     """
 
-    __slots__ = ("_interval", "_next_probe_at", "_opened_at", "_probe_initial", "_probe_max",
-                 "_probing")
+    __slots__ = (
+        "_interval",
+        "_next_probe_at",
+        "_opened_at",
+        "_probe_initial",
+        "_probe_max",
+        "_probing",
+    )
 
     def __init__(self, *, probe_initial: float, probe_max: float) -> None:
         self._probe_initial = probe_initial

@@ -175,7 +175,7 @@ class AsyncPersonaClient:
         for hook in self._hooks:
             try:
                 hook(event)  # type: ignore[arg-type]
-            except Exception:
+            except Exception:  # noqa: PERF203 - a hook must never break a call
                 if id(hook) not in self._failed_hooks:
                     self._failed_hooks.add(id(hook))
                     logger.exception("event hook %r raised; its later errors are not logged", hook)

@@ -56,7 +56,7 @@ class Deadline:
         return math.inf if self.at is None else max(0.0, self.at - now)
 
     def check(self, now: float, wait: float, reason: str) -> None:
-        """Raise :class:`WouldPassDeadline` if waiting ``wait`` seconds from ``now`` ends too late."""
+        """Raise :class:`WouldPassDeadline` if ``wait`` seconds from ``now`` end too late."""
         if self.at is not None and now + wait > self.at:
             raise WouldPassDeadline(reason, wait)
 

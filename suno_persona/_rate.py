@@ -61,9 +61,9 @@ class AdaptiveRate:
 
     __slots__ = (
         "_accepted",
+        "_after",
         "_beta",
         "_bucket_span",
-        "_after",
         "_cut_at",
         "_cuts",
         "_first_at",
@@ -120,21 +120,24 @@ class AdaptiveRate:
             grown = max(grown, peak * _PROBE_FACTOR ** ((since - k) / self._window))
         return float(max(self._min_rate, self._rate, grown))
 
-    def reserve(self, now: float, max_wait: float = math.inf) -> float:
-        """Reserve the next send slot and return when it is (``>= now``).
+    def reserve(self, now: float, max_wait: float = math.inf) -> tuple[float, bool]:
+        """Reserve the next send slot; return when it is (``>= now``) and whether it is yours.
 
-        A slot more than ``max_wait`` seconds away is returned but not reserved: a caller
-        that may not wait that long takes nothing from the others.
+        Slots are reserved only a short horizon ahead (one interval, at least 0.1 s), so
+        that callers queued behind a low rate see it when it grows: a caller whose slot is
+        further out, or more than ``max_wait`` seconds away, reserves nothing and asks again
+        closer to the time.
         """
         rate = self.rate(now)
         if rate is None:
-            return now
+            return now, True
         interval = 1 / rate
         burst = max(interval, _BURST_SECONDS)
         send_at = max(now, self._tat - burst)
-        if send_at - now <= max_wait:
-            self._tat = max(self._tat, now) + interval
-        return send_at
+        if send_at - now > min(max_wait, burst):
+            return send_at, False
+        self._tat = max(self._tat, now) + interval
+        return send_at, True
 
     def release(self, send_at: float, now: float) -> None:
         """Give back a slot reserved for ``send_at`` that will not be used, if it is the last."""
@@ -191,7 +194,12 @@ class AdaptiveRate:
         if accepted == 0 or refused < _MIN_REFUSED or refused < _MIN_SHARE * (accepted + refused):
             return None
         first = self._first_at if self._first_at is not None else now
-        return accepted / min(self._window, max(now - first, self._window / 5))
+        over_window = accepted / min(self._window, max(now - first, self._window / 5))
+        # While the rate was still climbing, the window's average understates the limit;
+        # what the API accepted over the last two buckets, as it started refusing, does not.
+        span = self._bucket_span + now % self._bucket_span
+        lately = self._totals(now, buckets=2)[0] / span
+        return max(over_window, lately)
 
     def freeze(self, now: float) -> None:
         """Hold the rate where it is (the API is in maintenance: growth would mean nothing)."""
@@ -218,9 +226,9 @@ class AdaptiveRate:
             self._accepted[index] = 0
             self._refused[index] = 0
 
-    def _totals(self, now: float) -> tuple[int, int]:
-        """Accepted and refused answers over the last window (the current bucket included)."""
-        oldest = int(now // self._bucket_span) - _BUCKETS + 1
+    def _totals(self, now: float, buckets: int = _BUCKETS) -> tuple[int, int]:
+        """Accepted and refused answers over the last ``buckets`` (the current one included)."""
+        oldest = int(now // self._bucket_span) - buckets + 1
         accepted = refused = 0
         for index in range(_BUCKETS):
             if self._stamps[index] >= oldest:

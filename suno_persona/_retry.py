@@ -47,7 +47,7 @@ def _at_least_one(_inst: object, _attribute: attrs.Attribute[Any], value: int) -
 
 def _boolean(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, bool):
-        raise ValueError(f"{attribute.name} must be True or False, got {value!r}")
+        raise ValueError(f"{attribute.name} must be True or False, got {value!r}")  # noqa: TRY004 - the constructor raises ValueError
 
 
 @attrs.frozen(kw_only=True)
@@ -166,7 +166,7 @@ class RetryHooks:
     exhausted: Callable[[int, BaseException], None] = lambda *_: None
 
 
-def build_retrying(  # noqa: PLR0913 - one driver, every input named
+def build_retrying(  # noqa: C901 - one driver, its hooks inline
     policy: RetryPolicy,
     *,
     sleep: Callable[[float], Awaitable[None]],
@@ -175,7 +175,7 @@ def build_retrying(  # noqa: PLR0913 - one driver, every input named
     rng: random.Random,
     budget: RetryBudget | None = None,
     paced: bool = False,
-    hooks: RetryHooks = RetryHooks(),  # noqa: B008 - frozen value
+    hooks: RetryHooks = RetryHooks(),
     blocked_until: Callable[[], float] = lambda: -math.inf,
 ) -> tenacity.AsyncRetrying:
     """A fresh tenacity driver for one call under ``policy``.

@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 _PAUSE_FIRST = 0.1
+_ASK_AHEAD = 0.1
 _START_DOUBLING = 0.05
 
 
@@ -93,7 +94,7 @@ def _optional_count(_inst: object, attribute: attrs.Attribute[Any], value: objec
 
 def _boolean(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, bool):
-        raise ValueError(f"{attribute.name} must be True or False, got {value!r}")
+        raise ValueError(f"{attribute.name} must be True or False, got {value!r}")  # noqa: TRY004 - the constructor raises ValueError
 
 
 @attrs.frozen(kw_only=True)
@@ -143,8 +144,7 @@ class ThrottlePolicy:
             )
         if self.probe_initial > self.probe_max:
             raise ValueError(
-                f"probe_initial ({self.probe_initial}) must not exceed "
-                f"probe_max ({self.probe_max})"
+                f"probe_initial ({self.probe_initial}) must not exceed probe_max ({self.probe_max})"
             )
 
 
@@ -257,17 +257,15 @@ class LocalState:
         """Whether the maintenance breaker is open."""
         return self._breaker.is_open
 
-    def rate(self, now: float) -> float | None:  # noqa: D102 - documented in the protocol
+    def rate(self, now: float) -> float | None:
         return None if self._rate is None else self._rate.rate(now)
 
-    def blocked_until(self) -> float:  # noqa: D102 - documented in the protocol
+    def blocked_until(self) -> float:
         if self._breaker.is_open:
             return max(self._paused_until, self._breaker.next_probe_at)
         return self._paused_until
 
-    async def admit(  # noqa: D102 - documented in the protocol
-        self, now: float, max_wait: float, reserved: int | None
-    ) -> Decision:
+    async def admit(self, now: float, max_wait: float, reserved: int | None) -> Decision:
         verdict, at = self._breaker.admit(now)
         if verdict is Admit.PROBE:
             return Decision(now, go=True, probe=True)
@@ -280,15 +278,19 @@ class LocalState:
         rate = self._rate
         if rate is None or not rate.known or reserved == rate.cuts:
             return _GO
-        send_at = rate.reserve(now, max_wait)
+        send_at, reserved = rate.reserve(now, max_wait)
+        if not reserved:
+            ask_at = send_at if send_at - now > max_wait else max(now, send_at - _ASK_AHEAD)
+            return Decision(ask_at, go=False, reason="a send slot")
         if send_at <= now:
             return _GO
         return Decision(send_at, go=True, reserved=rate.cuts, reason="a send slot")
 
-    def report(  # noqa: D102 - documented in the protocol
+    def report(
         self, answer: Answer, retry_after: float | None, *, now: float, sent_at: float, probe: bool
     ) -> bool:
-        adopted = retry_after if retry_after is not None and retry_after <= self._max_pause else None
+        cap = self._max_pause
+        adopted = retry_after if retry_after is not None and retry_after <= cap else None
         if answer is Answer.MAINTENANCE:
             if self._breaker.maintenance(now, adopted, probe=probe):
                 if self._rate is not None:
@@ -325,7 +327,7 @@ class LocalState:
                 self._emit(PauseStarted(seconds=pause, code=429))
         return probe or open_for is not None
 
-    def release(self, decision: Decision, now: float) -> bool:  # noqa: D102 - see the protocol
+    def release(self, decision: Decision, now: float) -> bool:
         if decision.probe:
             self._breaker.no_answer(probe=True)
             return True
@@ -407,8 +409,10 @@ class Pass:
         self.reported = True
         throttle = self._throttle
         state = throttle.state
+        probe = self.decision.probe
+        now = throttle.clock()
         if state is not None and state.report(
-            answer, retry_after, now=throttle.clock(), sent_at=self.sent_at, probe=self.decision.probe
+            answer, retry_after, now=now, sent_at=self.sent_at, probe=probe
         ):
             throttle.notify()
         if answer is Answer.ACCEPTED:

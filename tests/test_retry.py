@@ -200,7 +200,7 @@ class TestRetrying:
         """When the retry budget refuses, the call fails with its last error, and says so."""
         budget = RetryBudget(capacity=12, cost=5, timeout_cost=10, refund=1)
         refused = []
-        hooks = RetryHooks(exhausted=lambda attempt, error: refused.append(attempt))
+        hooks = RetryHooks(exhausted=lambda attempt, _error: refused.append(attempt))
         policy = sp.RetryPolicy(retry_server_errors=True)
         with pytest.raises(sp.ServerError):
             await drive(policy, [server_error()] * 5, fake_time, budget=budget, hooks=hooks)
@@ -214,9 +214,7 @@ class TestRetrying:
         policy = sp.RetryPolicy(retry_server_errors=True, initial_delay=30, max_delay=30)
         for _ in range(4):
             with pytest.raises(sp.ServerError):
-                await drive(
-                    policy, [server_error()] * 5, fake_time, deadline=0.001, budget=budget
-                )
+                await drive(policy, [server_error()] * 5, fake_time, deadline=0.001, budget=budget)
         assert budget.tokens == 20
 
     async def test_429_and_455_retries_cost_no_budget(self, fake_time):

@@ -1,49 +1,44 @@
-"""The shared gate: rate learning, Retry-After pauses, the maintenance breaker, the budget."""
+"""The shared gate: rate learning, Retry-After pauses, the maintenance breaker, close()."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
+import time
+import tracemalloc
 
 import pytest
+from aiohttp import web
 
 import suno_persona as sp
-from suno_persona._throttle import Throttle
+from suno_persona._breaker import Admit, MaintenanceBreaker
+from suno_persona._deadline import Deadline, WouldPassDeadline
+from suno_persona._rate import AdaptiveRate
+from suno_persona._throttle import Answer, GateClosed, Throttle
+from suno_persona.events import BreakerClosed, BreakerOpened, PauseStarted, RateChanged
 from suno_persona.testing import PersonaEmulator
 
-
-def rate_limited(retry_after: float | None = None) -> sp.RateLimitError:
-    return sp.RateLimitError("slow", code=429, http_status=429, retry_after=retry_after)
-
-
-def maintenance(retry_after: float | None = None) -> sp.ServiceUnavailableError:
-    return sp.ServiceUnavailableError("maint", code=455, http_status=455, retry_after=retry_after)
+FIELDS = {"task_id": "t", "suno_id": "s", "name": "n"}
+UNBOUNDED = Deadline()
 
 
-@pytest.fixture(name="gate")
-def _gate(fake_time):
-    return Throttle(
-        sp.ThrottlePolicy(), max_concurrency=None, clock=fake_time.clock, sleep=fake_time.sleep
-    )
-
-
-def make_gate(fake_time, **policy):
+def make_gate(fake_time, events=None, *, max_pause=30.0, max_concurrency=None, **policy):
     return Throttle(
         sp.ThrottlePolicy(**policy),
-        max_concurrency=None,
+        max_concurrency=max_concurrency,
+        max_pause=max_pause,
         clock=fake_time.clock,
         sleep=fake_time.sleep,
+        emit=(events.append if events is not None else lambda _e: None),
     )
 
 
-async def send(gate, outcome=None, deadline_at=None):
-    """One request through the gate, ending with ``outcome`` (None: success)."""
-    async with gate.slot(deadline_at) as ticket:
-        if outcome is None:
-            ticket.succeeded()
-        else:
-            ticket.failed(outcome)
-        return ticket._probe
+async def send(gate, answer=Answer.ACCEPTED, retry_after=None, deadline=UNBOUNDED):
+    """One request through the gate, answered ``answer``; returns whether it was the probe."""
+    async with gate.slot(deadline) as passage:
+        passage.report(answer, retry_after)
+        return passage.decision.probe
 
 
 async def settle():
@@ -51,342 +46,538 @@ async def settle():
         await asyncio.sleep(0)
 
 
+def bucket_server(schedule, burst=10):
+    """A token bucket whose rate follows ``schedule`` [(until, rate), ...]: accept(now)."""
+    state = {"tokens": float(burst), "stamp": 0.0}
+
+    def accept(now):
+        rate = next(r for until, r in schedule if now < until)
+        state["tokens"] = min(burst, state["tokens"] + (now - state["stamp"]) * rate)
+        state["stamp"] = now
+        if state["tokens"] >= 1:
+            state["tokens"] -= 1
+            return True
+        return False
+
+    return accept
+
+
+def drive_rate(rate, accept, until, latency=0.003, senders=32):
+    """Senders that each reserve a slot, send, wait for the answer, and go again (fake time).
+
+    Returns ``{second: [accepted, refused]}``.
+    """
+    ready = [0.0] * senders
+    held: list[tuple[float, int] | None] = [None] * senders
+    seconds: dict[int, list[int]] = {}
+    while True:
+        index = min(range(senders), key=ready.__getitem__)
+        now = ready[index]
+        if now >= until:
+            return seconds
+        slot = held[index]
+        if slot is None or slot[1] != rate.cuts:
+            at, reserved = rate.reserve(now)
+            if not reserved:
+                ready[index] = max(now + 0.001, at - 0.1)
+                continue
+            if at > now:
+                held[index] = (at, rate.cuts)
+                ready[index] = at
+                continue
+        held[index] = None
+        ok = accept(now)
+        if ok:
+            rate.accepted(now + latency, now)
+        else:
+            rate.refused(now + latency, now)
+        seconds.setdefault(int(now), [0, 0])[0 if ok else 1] += 1
+        ready[index] = now + latency
+
+
 class TestAdaptiveRate:
-    async def test_unlimited_until_told_otherwise(self, gate, fake_time):
-        """Before any 429 the gate does not limit the rate."""
+    def make(self, **options):
+        return AdaptiveRate(
+            beta=options.get("beta", 0.85),
+            window=1.0,
+            min_rate=options.get("min_rate", 1.0),
+            growth=options.get("growth", 2.0),
+        )
+
+    def test_unlimited_until_429s(self):
+        """Before any 429 there is no rate and a send goes at once."""
+        rate = self.make()
+        for i in range(100):
+            rate.accepted(i * 0.01, i * 0.01)
+        assert rate.rate(1.0) is None
+        assert rate.reserve(1.0) == (1.0, True)
+
+    def test_a_burst_of_429s_sets_a_rate_from_what_was_accepted(self):
+        """After 429s the rate becomes beta times the accepted rate over the window."""
+        rate = self.make()
+        for i in range(50):
+            rate.accepted(i * 0.02, i * 0.02)
+        changes = [rate.refused(1.0, 1.0) for _ in range(3)]
+        assert [c is not None for c in changes] == [False, False, True]
+        assert rate.rate(1.0) == pytest.approx(0.85 * 50, rel=0.12)
+
+    def test_isolated_429s_do_not_cut(self):
+        """A few 429s among many successes leave the rate alone."""
+        rate = self.make()
+        for i in range(200):
+            rate.accepted(i * 0.004, i * 0.004)
+        assert rate.refused(0.8, 0.8) is None
+        assert rate.refused(0.8, 0.8) is None
+        assert rate.rate(0.8) is None
+
+    def test_429s_without_any_success_teach_nothing(self):
+        """With nothing accepted there is nothing to learn: no rate, no collapse."""
+        rate = self.make()
+        for i in range(10):
+            rate.refused(i * 0.1, i * 0.1)
+        assert rate.rate(1.0) is None
+
+    def test_sends_are_paced_after_a_cut(self):
+        """Reservations after a cut are spaced 1/rate apart, the first one interval out."""
+        rate = self.make()
+        for i in range(10):
+            rate.accepted(i * 0.1, i * 0.1)
+        rate.refused(1.0, 1.0)
+        rate.refused(1.0, 1.0)
+        learned = rate.rate(1.0)
+        now, slots = 1.0, []
+        while len(slots) < 5:
+            at, reserved = rate.reserve(now)
+            if reserved:
+                slots.append(at)
+            now = max(now, at - 0.05)
+        gaps = [b - a for a, b in itertools.pairwise(slots)]
+        assert slots[0] == pytest.approx(1.0 + 1 / learned, rel=0.01)
+        assert all(0.5 / learned < gap < 1.1 / learned for gap in gaps)  # it grows back
+
+    def test_a_slot_beyond_max_wait_is_not_reserved(self):
+        """A caller that may not wait takes nothing from the others."""
+        rate = self.make()
+        for i in range(10):
+            rate.accepted(i * 0.1, i * 0.1)
+        rate.refused(1.0, 1.0)
+        rate.refused(1.0, 1.0)
+        first, reserved = rate.reserve(1.0, max_wait=0.0)
+        assert first > 1.0
+        assert not reserved
+        again, reserved = rate.reserve(first)
+        assert reserved
+        assert again == pytest.approx(first, rel=0.01)
+
+    def test_rate_grows_back_then_probes_past_the_old_peak(self):
+        """After a cut the rate climbs back to where it was cut from, then doubles past it."""
+        rate = self.make()
+        for i in range(40):
+            rate.accepted(i * 0.025, i * 0.025)
+        for _ in range(3):
+            rate.refused(1.0, 1.0)
+        peak = rate._rate_max
+        k = (peak * 0.15 / 2.0) ** (1 / 3)
+        assert rate.rate(1.0) < rate.rate(1.0 + k / 2) < peak
+        assert rate.rate(1.0 + k) == pytest.approx(peak)
+        assert rate.rate(1.0 + k + 2) >= 4 * peak
+
+    def test_growth_is_frozen_during_maintenance(self):
+        """Regression: the learned rate kept growing while the API was in maintenance."""
+        rate = self.make()
+        for i in range(40):
+            rate.accepted(i * 0.025, i * 0.025)
+        for _ in range(3):
+            rate.refused(1.0, 1.0)
+        held = rate.rate(1.1)
+        rate.freeze(1.1)
+        assert rate.rate(60.0) == held
+        rate.thaw(60.0)
+        assert rate.rate(60.0) == pytest.approx(held)
+
+    @pytest.mark.parametrize(
+        "schedule",
+        [
+            [(4, 50), (8, 10), (12, 100), (16, 10), (20, 50), (math.inf, 10)],
+            [(2, 50), (3, 5), (8, 80), (9, 5), (14, 80), (math.inf, 10)],
+        ],
+    )
+    def test_the_rate_follows_a_limit_that_drops_and_rises(self, schedule):
+        """Regression: after one cut was undone, no cut ever happened again and 84% of the
+        requests were refused once the limit dropped. Here, in every phase after the first
+        second of it, at most a fifth of the sends are refused, and a phase with a higher
+        limit gets most of it."""
+        rate = self.make()
+        accept = bucket_server(schedule)
+        until = 22.0
+        seconds = drive_rate(rate, accept, until)
+        bounds = [0.0] + [u for u, _ in schedule[:-1]]
+        for start, (phase_end, limit) in zip(bounds, schedule, strict=False):
+            end = min(phase_end, until)
+            window = range(int(start) + 1, int(end))
+            ok = sum(seconds.get(s, [0, 0])[0] for s in window)
+            no = sum(seconds.get(s, [0, 0])[1] for s in window)
+            if not window:
+                continue
+            assert no <= 0.2 * (ok + no), (start, end, ok, no)
+            if end - start >= 3:
+                assert ok >= 0.6 * limit * len(window), (start, end, ok)
+
+    def test_random_429s_then_a_real_limit(self):
+        """Regression: 4 s of 40% random 429s, then a real 10/s limit, got 98% refused."""
+        rate = self.make()
+        flip = itertools.cycle([True, True, False, True, False])
+        limit = bucket_server([(math.inf, 10)], burst=5)
+
+        def accept(now):
+            return next(flip) if now < 4 else limit(now)
+
+        seconds = drive_rate(rate, accept, 12.0)
+        ok = sum(seconds.get(s, [0, 0])[0] for s in range(7, 12))
+        no = sum(seconds.get(s, [0, 0])[1] for s in range(7, 12))
+        assert no <= 0.2 * (ok + no)
+        assert ok >= 0.7 * 10 * 5
+
+    def test_memory_is_constant_in_requests(self):
+        """Regression: one timestamp was kept per success; now answers are counted in buckets."""
+        rate = self.make()
+        for i in range(1000):
+            rate.accepted(i * 0.001, i * 0.001)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot()
+            for i in range(1000, 101_000):
+                rate.accepted(i * 0.001, i * 0.001)
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+        assert grown < 16 * 1024
+
+
+class TestBreaker:
+    def test_one_probe_at_a_time(self):
+        """After a 455, one caller probes when due; the others wait for its answer."""
+        breaker = MaintenanceBreaker(probe_initial=0.25, probe_max=1.0)
+        assert breaker.admit(0.0) == (Admit.SEND, 0.0)
+        assert breaker.maintenance(0.0, None, probe=False)
+        assert breaker.admit(0.1) == (Admit.WAIT_UNTIL, 0.25)
+        assert breaker.admit(0.25)[0] is Admit.PROBE
+        assert breaker.admit(0.3)[0] is Admit.WAIT_PROBE
+        assert breaker.answered(0.4, probe=True) == pytest.approx(0.4)
+        assert breaker.admit(0.4)[0] is Admit.SEND
+
+    def test_failed_probes_back_off_to_probe_max(self):
+        """Each probe that gets 455 pushes the next one further out, up to probe_max."""
+        breaker = MaintenanceBreaker(probe_initial=0.25, probe_max=1.0)
+        breaker.maintenance(0.0, None, probe=False)
+        now, times = 0.0, []
+        for _ in range(5):
+            _, at = breaker.admit(now)
+            now = at
+            assert breaker.admit(now)[0] is Admit.PROBE
+            times.append(now)
+            breaker.maintenance(now, None, probe=True)
+        gaps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
+        assert gaps == [0.5, 1.0, 1.0, 1.0]
+
+    def test_a_probe_without_an_answer_hands_over(self):
+        """A probe that got no answer says nothing: the next caller probes."""
+        breaker = MaintenanceBreaker(probe_initial=0.0, probe_max=1.0)
+        breaker.maintenance(0.0, None, probe=False)
+        assert breaker.admit(0.0)[0] is Admit.PROBE
+        breaker.no_answer(probe=True)
+        assert breaker.is_open
+        assert breaker.admit(0.0)[0] is Admit.PROBE
+
+
+class TestGate:
+    async def test_unthrottled_sends_never_sleep(self, fake_time):
+        """Before any 429 the gate does not wait."""
+        gate = make_gate(fake_time)
         for _ in range(100):
             await send(gate)
         assert gate.rate is None
         assert fake_time.sleeps == []
 
-    async def test_a_burst_of_429s_sets_a_rate_from_what_was_accepted(self, fake_time):
-        """After 429s the rate becomes beta times the accepted rate over the window."""
-        gate = make_gate(fake_time, initial_window=None)
-        for _ in range(50):
-            await send(gate)
-            fake_time.now += 0.02
-        for _ in range(3):
-            await send(gate, rate_limited())
-        assert gate.rate == pytest.approx(0.85 * 50, rel=0.05)
+    async def test_start_up_window_limits_requests_in_flight(self, fake_time):
+        """While nothing is known, only initial_window requests are in flight."""
+        gate = make_gate(fake_time, initial_window=2)
+        holders = [gate.slot(UNBOUNDED) for _ in range(2)]
+        passages = [await h.__aenter__() for h in holders]
+        third = asyncio.ensure_future(send(gate))
+        await settle()
+        assert not third.done()
+        passages[0].report(Answer.ACCEPTED)
+        await holders[0].__aexit__(None, None, None)
+        await settle()
+        assert third.done()
+        await holders[1].__aexit__(None, None, None)
 
-    async def test_learned_rate_paces_sends(self, fake_time):
-        """Once a rate is learned, sends are spaced at that rate."""
+    async def test_start_up_window_also_grows_with_time(self, fake_time):
+        """Regression: a slow API was throttled by latency alone. The window doubles every
+        50 ms whatever the answers, so after 0.25 s the slow start is over."""
+        gate = make_gate(fake_time, initial_window=2, max_window=64)
+        holders = [gate.slot(UNBOUNDED) for _ in range(2)]
+        for holder in holders:
+            await holder.__aenter__()
+        fake_time.now += 0.25
+        many = [asyncio.ensure_future(send(gate)) for _ in range(60)]
+        await asyncio.wait(many, timeout=2)
+        assert all(t.done() for t in many)
+        assert gate.window is None
+        for holder in holders:
+            await holder.__aexit__(None, None, None)
+
+    async def test_a_long_retry_after_is_not_adopted(self, fake_time):
+        """Regression: a Retry-After above max_pause stalled every later call of the client."""
+        events = []
+        gate = make_gate(fake_time, events, max_pause=30.0)
+        for retry_after in (3600.0, 1e308):
+            await send(gate, Answer.REFUSED, retry_after)
+            await send(gate, Answer.MAINTENANCE, retry_after)
+        started = fake_time.now
+        assert await send(gate)  # the breaker's own probe, on its own schedule
+        assert fake_time.now - started <= 1.0
+        assert not [e for e in events if isinstance(e, PauseStarted)]
+
+    async def test_a_retry_after_within_max_pause_pauses_every_sender(self, fake_time):
+        """With nothing accepted lately, a 429's Retry-After holds back every send for as long."""
+        events = []
+        gate = make_gate(fake_time, events)
+        await send(gate, Answer.REFUSED, 5.0)
+        started = fake_time.now
+        await send(gate)
+        assert fake_time.now - started == pytest.approx(5.0)
+        assert events == [PauseStarted(seconds=5.0, code=429)]
+
+    async def test_retry_after_is_a_ceiling_while_the_api_accepts_others(self, fake_time):
+        """Regression: a token bucket's whole-second Retry-After idled the whole client. While
+        other requests are accepted, the pause starts at 0.1 s and doubles per 429."""
+        events = []
+        gate = make_gate(fake_time, events)
+        await send(gate)
+        await send(gate, Answer.REFUSED, 1.0)
+        await send(gate, Answer.REFUSED, 1.0)
+        pauses = [e.seconds for e in events if isinstance(e, PauseStarted)]
+        assert pauses == [0.1, 0.2]
+        await send(gate)
+        await send(gate, Answer.REFUSED, 1.0)
+        assert events[-1] == PauseStarted(seconds=0.1, code=429)
+
+    async def test_breaker_is_checked_when_a_reserved_send_wakes(self, fake_time):
+        """Regression: calls waiting for a rate slot went out during maintenance."""
         gate = make_gate(fake_time, initial_window=None)
         for _ in range(10):
             await send(gate)
             fake_time.now += 0.1
-        await send(gate, rate_limited())
-        await send(gate, rate_limited())
-        start = fake_time.now
-        for _ in range(20):
-            await send(gate)
-        rate = gate.rate
-        assert rate is not None
-        assert fake_time.now - start == pytest.approx(20 / rate, rel=0.15)
-
-    async def test_isolated_429s_do_not_cut(self, fake_time):
-        """A lone 429, or a few among many successes, leaves the rate alone."""
-        gate = make_gate(fake_time, initial_window=None)
-        for _ in range(200):
-            await send(gate)
-            fake_time.now += 0.004
-        await send(gate, rate_limited())
-        assert gate.rate is None
-        await send(gate, rate_limited())
-        await send(gate, rate_limited())
-        assert gate.rate is None
-
-    async def test_429s_without_any_success_teach_nothing(self, fake_time):
-        """With nothing accepted there is nothing to learn: no rate, no collapse to the floor."""
-        gate = make_gate(fake_time, initial_window=None)
-        for _ in range(10):
-            await send(gate, rate_limited())
-        assert gate.rate is None
-
-    async def test_cut_at_most_once_per_window_and_never_below_the_floor(self, fake_time):
-        """A storm of 429s cuts once per window, and the rate keeps its floor."""
-        gate = make_gate(fake_time, initial_window=None, min_rate=2.0)
-        await send(gate)
-        fake_time.now += 0.5
-        await send(gate, rate_limited())
-        await send(gate, rate_limited())
-        first = gate._rate
-        for _ in range(20):
-            gate._on_error(rate_limited(), probe=False)
-        assert gate._rate == first
-        for _ in range(30):
-            fake_time.now += 1.1
-            gate._on_error(rate_limited(), probe=False)
-            gate._on_error(rate_limited(), probe=False)
-            gate._on_success(probe=False)
-        assert gate._rate == 2.0
-
-    async def test_rate_grows_back_along_a_cubic(self, fake_time):
-        """After a cut the rate climbs back to the level it was cut from, then past it."""
-        gate = make_gate(fake_time, initial_window=None)
-        for _ in range(40):
-            gate._on_success(probe=False)
-            fake_time.now += 0.025
-        for _ in range(5):
-            gate._on_error(rate_limited(), probe=False)
-        peak = gate._rate_max
-        cut = gate.rate
-        policy = gate.policy
-        k = (peak * (1 - policy.beta) / policy.growth) ** (1 / 3)
-        fake_time.now += k / 2
-        assert cut < gate.rate < peak
-        fake_time.now += k / 2
-        assert gate.rate == pytest.approx(peak)
-        fake_time.now += 2
-        assert gate.rate > peak
-
-    @staticmethod
-    async def cut_after_a_burst(gate, fake_time):
-        for _ in range(50):
-            await send(gate)
-            fake_time.now += 0.02
-        for _ in range(3):
-            await send(gate, rate_limited())
-        assert gate._rate is not None
-        return gate._rate
-
-    async def test_429s_that_go_on_after_a_cut_undo_it(self, fake_time):
-        """Refusals as frequent after a cut as before are noise: the cut is undone."""
-        gate = make_gate(fake_time, initial_window=None)
-        cut = await self.cut_after_a_burst(gate, fake_time)
-        for _ in range(4):
-            await send(gate)
-            await send(gate, rate_limited())
-        assert gate._rate > cut
-        assert gate._rate == gate._rate_max
-        assert gate._noise > 0.3
-
-    async def test_a_cut_that_stops_the_429s_stays(self, fake_time):
-        """When requests sent after a cut are accepted, the cut was right and stays."""
-        gate = make_gate(fake_time, initial_window=None)
-        cut = await self.cut_after_a_burst(gate, fake_time)
-        for _ in range(20):
-            await send(gate)
-        gate._on_error(rate_limited(), probe=False)
-        gate._on_error(rate_limited(), probe=False)
-        assert gate._rate == cut
-        assert gate._noise == 0.0
-
-    async def test_adaptive_rate_can_be_turned_off(self, fake_time):
-        """adaptive_rate=False never learns a rate."""
-        gate = make_gate(fake_time, initial_window=None, adaptive_rate=False)
-        for _ in range(10):
-            await send(gate)
-        for _ in range(10):
-            await send(gate, rate_limited())
-        assert gate.rate is None
-
-
-class TestSlowStart:
-    async def test_start_up_window_limits_requests_in_flight(self, fake_time):
-        """While nothing is known, only initial_window requests are in flight."""
-        gate = make_gate(fake_time, initial_window=2)
-        first, second = gate.slot(None), gate.slot(None)
-        await first.__aenter__()
-        await second.__aenter__()
-        third = asyncio.ensure_future(send(gate))
-        await settle()
-        assert not third.done()
-        first.succeeded()
-        await first.__aexit__(None, None, None)
-        await settle()
-        assert third.done()
-        second.succeeded()
-        await second.__aexit__(None, None, None)
-
-    async def test_window_grows_with_successes_and_ends(self, fake_time):
-        """Each success widens the window; at max_window the slow start ends."""
-        gate = make_gate(fake_time, initial_window=2, max_window=5)
-        await send(gate)
-        assert gate._window == 3
-        await send(gate)
-        await send(gate)
-        assert gate._window is None
-
-    async def test_window_ends_when_a_rate_is_learned(self, fake_time):
-        """The first cut replaces the window by the learned rate."""
-        gate = make_gate(fake_time, initial_window=4)
-        await send(gate)
-        fake_time.now += 0.3
-        await send(gate, rate_limited())
-        await send(gate, rate_limited())
+        await send(gate, Answer.REFUSED)
+        await send(gate, Answer.REFUSED)
         assert gate.rate is not None
-        assert gate._window is None
+        real_sleep = fake_time.sleep
 
+        async def sleep_then_maintenance(seconds):
+            gate.state.report(
+                Answer.MAINTENANCE, None, now=fake_time.now, sent_at=fake_time.now, probe=False
+            )
+            await real_sleep(seconds)
 
-class TestRetryAfter:
-    async def test_retry_after_pauses_every_sender(self, gate, fake_time):
-        """A Retry-After received by one task holds back the next send of any task."""
-        await send(gate, rate_limited(retry_after=5))
-        start = fake_time.now
-        await send(gate)
-        assert fake_time.now - start >= 5
+        gate._sleep = sleep_then_maintenance
+        assert await send(gate) is True  # it waited for its slot, then had to be the probe
 
-    async def test_retry_after_pauses_all_tasks_at_the_server(self):
-        """Against the emulator: after a 429 with Retry-After: 1, no task sends for ~1 s."""
-        async with PersonaEmulator() as emu:
-            emu.fail_next(429, retry_after=1)
-            policy = sp.RetryPolicy(initial_delay=0.001, max_delay=5)
-            async with sp.AsyncPersonaClient("sk-test", base_url=emu.base_url, retry=policy) as c:
-                first = asyncio.ensure_future(
-                    c.generate_persona(task_id="t", suno_id="0", name="n")
-                )
-                while not emu.requests:
-                    await asyncio.sleep(0.005)
-                await asyncio.sleep(0.05)
-                others = [
-                    sp.PersonaRequest(task_id="t", suno_id=f"s{i}", name="n") for i in range(5)
-                ]
-                results = [await first, *await c.generate_many(others)]
-        assert all(isinstance(r, sp.Persona) for r in results)
-        rejected_at = emu.requests[0].timestamp
-        assert emu.requests[0].code == 429
-        assert len(emu.requests) == 7
-        assert min(r.timestamp for r in emu.requests[1:]) - rejected_at >= 0.9
-
-
-class TestBreaker:
-    async def test_one_probe_at_a_time_during_maintenance(self, fake_time):
-        """After a 455, senders wait; one probe goes out, and its success releases all."""
-        gate = make_gate(fake_time, initial_window=None)
-        await send(gate, maintenance())
-        probe = gate.slot(None)
-        await probe.__aenter__()
-        assert probe._probe
+    async def test_one_probe_at_a_time_and_its_success_releases_all(self, fake_time):
+        """After a 455 senders wait; one probe goes; its success releases everybody."""
+        events = []
+        gate = make_gate(fake_time, events, initial_window=None)
+        await send(gate, Answer.MAINTENANCE)
+        probe = gate.slot(UNBOUNDED)
+        passage = await probe.__aenter__()
+        assert passage.decision.probe
         waiting = [asyncio.ensure_future(send(gate)) for _ in range(5)]
         await settle()
         assert not any(t.done() for t in waiting)
-        probe.succeeded()
+        passage.report(Answer.ACCEPTED)
         await probe.__aexit__(None, None, None)
-        await settle()
-        assert all(t.done() for t in waiting)
+        await asyncio.wait(waiting, timeout=2)
         assert [t.result() for t in waiting] == [False] * 5
-
-    async def test_failed_probe_schedules_the_next_on_a_backoff(self, fake_time):
-        """Each probe that gets 455 pushes the next one further out, up to probe_max."""
-        gate = make_gate(fake_time, initial_window=None, probe_initial=0.25, probe_max=1.0)
-        await send(gate, maintenance())
-        times = []
-        for _ in range(5):
-            assert await send(gate, maintenance())
-            times.append(fake_time.now)
-        gaps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
-        assert gaps == [0.5, 1.0, 1.0, 1.0]
-
-    async def test_retry_after_on_455_sets_the_probe_time(self, fake_time):
-        """A Retry-After on a 455 holds the probe at least that long."""
-        gate = make_gate(fake_time, initial_window=None)
-        await send(gate, maintenance(retry_after=7))
-        start = fake_time.now
-        assert await send(gate)
-        assert fake_time.now - start >= 7
-
-    async def test_a_probe_that_cannot_connect_keeps_the_breaker_open(self, fake_time):
-        """A probe without an API answer says nothing about the maintenance."""
-        gate = make_gate(fake_time, initial_window=None)
-        await send(gate, maintenance())
-        assert await send(gate, sp.APIConnectionError("reset", sent=True))
-        assert gate._breaker_open
+        assert [type(e) for e in events] == [BreakerOpened, BreakerClosed]
 
     async def test_an_abandoned_probe_hands_over(self, fake_time):
         """A probe cancelled before it reports lets another task probe."""
         gate = make_gate(fake_time, initial_window=None)
-        await send(gate, maintenance())
-        probe = gate.slot(None)
+        await send(gate, Answer.MAINTENANCE)
+        probe = gate.slot(UNBOUNDED)
         await probe.__aenter__()
         waiter = asyncio.ensure_future(send(gate))
         await settle()
         await probe.__aexit__(None, None, None)
-        await settle()
-        assert waiter.done()
+        await asyncio.wait([waiter], timeout=2)
         assert waiter.result() is True
 
-    async def test_deadline_while_waiting_on_the_breaker(self, fake_time):
-        """A call whose deadline passes while the API is in maintenance fails clearly."""
-        gate = make_gate(fake_time, initial_window=None, probe_initial=10)
-        await send(gate, maintenance())
-        with pytest.raises(sp.APITimeoutError, match="maintenance"):
-            await send(gate, deadline_at=fake_time.now + 1)
+    async def test_a_deadline_blocked_by_a_pause_carries_the_wait(self, fake_time):
+        """Regression: a call blocked by the pause past its deadline had no retry_after."""
+        gate = make_gate(fake_time)
+        await send(gate, Answer.REFUSED, 5.0)
+        with pytest.raises(WouldPassDeadline) as caught:
+            await send(gate, deadline=Deadline(fake_time.now + 1))
+        assert caught.value.wait == pytest.approx(5.0)
 
-    async def test_maintenance_against_the_emulator(self):
-        """During a 1 s maintenance window 40 calls send few requests, then all succeed."""
-        async with PersonaEmulator() as emu:
-            emu.maintenance(1.0)
-            policy = sp.RetryPolicy(max_attempts=20, initial_delay=0.05, max_delay=1)
-            async with sp.AsyncPersonaClient("sk-test", base_url=emu.base_url, retry=policy) as c:
+    async def test_cancel_landing_with_the_wake_up_is_not_lost(self, fake_time):
+        """Regression (3.10/3.11 wait_for): a cancel arriving in the step the wait ends
+        must still cancel the call, not let it send."""
+        gate = make_gate(fake_time, initial_window=None)
+        await send(gate, Answer.MAINTENANCE)
+        probe = gate.slot(UNBOUNDED)
+        passage = await probe.__aenter__()
+        sent = []
+
+        async def call():
+            async with gate.slot(Deadline(fake_time.now + 60)):
+                sent.append(True)
+
+        waiter = asyncio.ensure_future(call())
+        await settle()
+        passage.report(Answer.ACCEPTED)
+        waiter.cancel()
+        await probe.__aexit__(None, None, None)
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert sent == []
+
+    async def test_close_ends_every_wait(self, fake_time):
+        """Regression: close() left calls waiting in the throttle."""
+        gate = make_gate(fake_time, max_concurrency=1, initial_window=None)
+        holder = gate.slot(UNBOUNDED)
+        await holder.__aenter__()
+        for_place = asyncio.ensure_future(send(gate))
+        await settle()
+        gate.close()
+        with pytest.raises(GateClosed):
+            await for_place
+        with pytest.raises(GateClosed):
+            await send(gate)
+        await holder.__aexit__(None, None, None)
+
+    async def test_rate_changes_are_events(self, fake_time):
+        """A cut is reported as RateChanged(old, new, why)."""
+        events = []
+        gate = make_gate(fake_time, events, initial_window=None)
+        for _ in range(10):
+            await send(gate)
+            fake_time.now += 0.1
+        await send(gate, Answer.REFUSED)
+        await send(gate, Answer.REFUSED)
+        changes = [e for e in events if isinstance(e, RateChanged)]
+        assert len(changes) == 1
+        assert changes[0].old is None
+        assert changes[0].new == pytest.approx(gate.rate)
+
+
+async def slow_server(latency):
+    async def handle(request):
+        await request.read()
+        await asyncio.sleep(latency)
+        return web.json_response({"code": 200, "message": "ok", "data": {"persona_id": "p"}})
+
+    app = web.Application()
+    app.router.add_post("/api/v1/client/job/suno-persona-generate", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
+
+
+class TestAgainstAServer:
+    async def test_waiting_for_a_connection_is_not_a_sent_timeout(self):
+        """Regression: 10,000 calls on a default client ended in APITimeoutError(sent=True)
+        while the server saw few: they timed out waiting for a pooled connection."""
+        runner, url = await slow_server(0.05)
+        try:
+            async with sp.AsyncPersonaClient("k", base_url=url, timeout=0.5) as client:
                 requests = [
-                    sp.PersonaRequest(task_id="t", suno_id=f"s{i}", name="n") for i in range(40)
+                    sp.PersonaRequest(**{**FIELDS, "suno_id": f"s{i}"}) for i in range(1500)
                 ]
-                results = await c.generate_many(requests, concurrency=20)
-        assert all(isinstance(r, sp.Persona) for r in results)
-        rejected = [r for r in emu.requests if r.code == 455]
-        assert 1 <= len(rejected) <= 4 + 8
+                results = await client.generate_many(requests, concurrency=1500)
+        finally:
+            await runner.cleanup()
+        assert all(isinstance(r, sp.Persona) for r in results), next(
+            r for r in results if not isinstance(r, sp.Persona)
+        )
 
-
-class TestBudget:
-    def test_budget_spends_and_refunds(self, fake_time):
-        """Retries spend the budget, timeouts cost more, successes earn some back."""
-        gate = make_gate(fake_time, retry_budget=20, retry_cost=5, timeout_retry_cost=10)
-        assert gate.spend_retry(rate_limited())
-        assert gate.spend_retry(sp.APITimeoutError("slow", sent=True))
-        assert gate.spend_retry(rate_limited())
-        assert not gate.spend_retry(rate_limited())
-        for _ in range(5):
-            gate._on_success(probe=False)
-        assert gate.spend_retry(rate_limited())
-
-    def test_budget_off(self, fake_time):
-        """retry_budget=0 turns the budget off."""
-        gate = make_gate(fake_time, retry_budget=0)
-        assert all(gate.spend_retry(rate_limited()) for _ in range(1000))
-
-    async def test_an_outage_makes_calls_fail_fast(self):
-        """Once the budget is spent, calls fail after one attempt instead of retrying."""
+    async def test_close_ends_calls_waiting_out_a_pause(self):
+        """Regression: a call waiting out a 20 s pause was still pending after close()."""
         async with PersonaEmulator() as emu:
-            emu.fail_next(500, times=1000)
-            policy = sp.RetryPolicy(
-                max_attempts=10, initial_delay=0.001, max_delay=0.001, retry_server_errors=True
-            )
-            throttle = sp.ThrottlePolicy(retry_budget=10, retry_cost=5)
-            async with sp.AsyncPersonaClient(
-                "sk-test", base_url=emu.base_url, retry=policy, throttle=throttle
-            ) as client:
-                results = [
-                    await client.generate_many(
-                        [sp.PersonaRequest(task_id="t", suno_id=f"s{i}", name="n")]
-                    )
-                    for i in range(3)
-                ]
-        attempts = [r[0].attempts for r in results]
-        assert attempts == [3, 1, 1]
-        assert len(emu.requests) == 5
+            emu.fail_next(429, retry_after=20)
+            client = sp.AsyncPersonaClient("sk-test", base_url=emu.base_url)
+            first = asyncio.ensure_future(client.generate_persona(**FIELDS))
+            while not emu.requests:
+                await asyncio.sleep(0.01)
+            second = asyncio.ensure_future(client.generate_persona(**{**FIELDS, "suno_id": "2"}))
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+            await client.close()
+            done, _ = await asyncio.wait([first, second], timeout=2)
+        assert time.monotonic() - started < 2
+        assert len(done) == 2
+        assert all(isinstance(t.exception(), sp.SunoPersonaError) for t in done)
 
+    async def test_close_during_fan_out_ends_every_call_with_an_outcome(self):
+        """Regression: close() with 130 calls in flight leaked CancelledError and hung."""
+        runner, url = await slow_server(0.5)
+        try:
+            client = sp.AsyncPersonaClient("k", base_url=url, throttle=None)
+            requests = [sp.PersonaRequest(**{**FIELDS, "suno_id": f"s{i}"}) for i in range(130)]
+            batch = asyncio.ensure_future(client.generate_many(requests, concurrency=130))
+            single = asyncio.ensure_future(client.generate_persona(**FIELDS))
+            await asyncio.sleep(0.2)
+            await client.close()
+            done, _ = await asyncio.wait([batch, single], timeout=5)
+        finally:
+            await runner.cleanup()
+        assert len(done) == 2
+        assert isinstance(single.exception(), sp.SunoPersonaError)
+        assert len(batch.result()) == 130
+        assert all(isinstance(r, sp.SunoPersonaError) for r in batch.result())
 
-class TestAgainstARateLimit:
-    @staticmethod
-    async def run(throttle):
-        async with PersonaEmulator(rate_limit=20, burst=5, retry_after=False) as emu:
-            policy = sp.RetryPolicy(max_attempts=100, initial_delay=0.01, max_delay=0.2)
+    async def test_a_blip_of_two_429s_loses_nothing(self):
+        """Regression: two 429s with Retry-After in a long run at the limit dropped 364 of
+        800 calls (the retry budget drained)."""
+        async with PersonaEmulator(rate_limit=100, burst=10) as emu:
+            policy = sp.RetryPolicy(max_attempts=50, max_delay=10, initial_delay=0.05)
             async with sp.AsyncPersonaClient(
-                "sk-test", base_url=emu.base_url, retry=policy, throttle=throttle
+                "sk-test", base_url=emu.base_url, retry=policy
             ) as client:
-                requests = [
-                    sp.PersonaRequest(task_id="t", suno_id=f"s{i}", name="n") for i in range(45)
-                ]
-                results = await client.generate_many(requests, concurrency=16)
+                requests = [sp.PersonaRequest(**{**FIELDS, "suno_id": f"s{i}"}) for i in range(150)]
+
+                async def blip():
+                    await asyncio.sleep(0.5)
+                    emu.fail_next(429, times=2, retry_after=1)
+
+                blipper = asyncio.ensure_future(blip())
+                results = await client.generate_many(requests, concurrency=32)
+                await blipper
         assert all(isinstance(r, sp.Persona) for r in results)
-        return sum(1 for r in emu.requests if r.code == 429)
 
     async def test_rate_learning_cuts_429s(self):
         """With the shared gate, far fewer 429s than tasks backing off on their own."""
-        alone = await self.run(None)
-        together = await self.run(sp.ThrottlePolicy())
-        print(f"429s: {alone} backing off alone, {together} with the shared gate")
+
+        async def run(throttle):
+            async with PersonaEmulator(rate_limit=20, burst=5, retry_after=False) as emu:
+                policy = sp.RetryPolicy(max_attempts=100, initial_delay=0.01, max_delay=0.2)
+                async with sp.AsyncPersonaClient(
+                    "sk-test", base_url=emu.base_url, retry=policy, throttle=throttle
+                ) as client:
+                    requests = [
+                        sp.PersonaRequest(**{**FIELDS, "suno_id": f"s{i}"}) for i in range(45)
+                    ]
+                    results = await client.generate_many(requests, concurrency=16)
+            assert all(isinstance(r, sp.Persona) for r in results)
+            return sum(1 for r in emu.requests if r.code == 429)
+
+        alone = await run(None)
+        together = await run(sp.ThrottlePolicy())
         assert together < alone / 2
 
 
@@ -395,16 +586,31 @@ class TestAgainstARateLimit:
     [
         {"beta": 0},
         {"beta": 1.5},
-        {"window": 0},
+        {"measure_interval": 0},
         {"min_rate": 0},
         {"growth": 0},
+        {"growth": math.inf},
         {"initial_window": 0},
         {"initial_window": True},
         {"max_window": 0},
         {"probe_initial": -1},
+        {"retry_budget": -1},
+        {"adaptive_rate": "no"},
+        {"initial_window": 100},
+        {"probe_initial": 5},
     ],
 )
 def test_nonsense_policies_are_refused(options):
-    """A ThrottlePolicy that could not work is refused when built."""
+    """A ThrottlePolicy that could not work is refused when built, naming the field."""
     with pytest.raises(ValueError, match=next(iter(options))):
         sp.ThrottlePolicy(**options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"initial_delay": 5, "max_delay": 1}, {"max_delay": math.inf}, {"deadline": True}],
+)
+def test_nonsense_retry_policies_are_refused(options):
+    """A RetryPolicy that could not work is refused when built."""
+    with pytest.raises(ValueError, match=r"delay|deadline"):
+        sp.RetryPolicy(**options)
