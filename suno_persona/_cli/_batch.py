@@ -200,7 +200,7 @@ async def run_batch(args: argparse.Namespace, secrets: Secrets, logs: Logs) -> i
             stack.enter_context(stream)
         out, finished = _open_output(target, source)
         if out is not sys.stdout:
-            stack.enter_context(out)
+            stack.callback(_close_quietly, out)
         sink = _Sink(out, "on stdout" if target == STDIO else f"in {target}")
         tally = Tally(total=_count(source, form, finished))
         pending: dict[int, int] = {}
@@ -221,6 +221,12 @@ async def run_batch(args: argparse.Namespace, secrets: Secrets, logs: Logs) -> i
     if stopped_by is not None:
         return 128 + stopped_by
     return EXIT_OK if tally.all_failed == 0 else EXIT_FAILED
+
+
+def _close_quietly(out: TextIO) -> None:
+    """Close OUTPUT; a pipe whose reader went away has nothing more to say."""
+    with contextlib.suppress(BrokenPipeError):
+        out.close()
 
 
 def _silence_stdout() -> None:
