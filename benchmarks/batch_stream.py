@@ -32,19 +32,19 @@ LIBRARY = """
 import asyncio, sys
 import suno_persona as sp
 
-async def main(url, lines, concurrency):
+async def main(url, lines, concurrency, key):
     def requests():
         for n in range(lines):
             yield {"task_id": f"task_{n}", "suno_id": f"suno_{n}", "name": f"Singer {n}"}
     ok = 0
-    async with sp.AsyncPersonaClient(%r, base_url=url) as client:
+    async with sp.AsyncPersonaClient(key, base_url=url) as client:
         async with client.generate_as_completed(requests(), concurrency=concurrency) as results:
             async for _, outcome in results:
                 ok += isinstance(outcome, sp.Persona)
     assert ok == lines, ok
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
-""" % KEY
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
+"""
 
 
 def _run(command: list[str]) -> tuple[float, float, int]:
@@ -84,7 +84,15 @@ def main(argv: list[str] | None = None) -> None:
             _write_input(source, args.lines)
             rows = []
             print("generate_as_completed alone", file=sys.stderr)
-            library = [sys.executable, "-c", LIBRARY, url, str(args.lines), str(args.concurrency)]
+            library = [
+                sys.executable,
+                "-c",
+                LIBRARY,
+                url,
+                str(args.lines),
+                str(args.concurrency),
+                KEY,
+            ]
             rows.append(("generate_as_completed alone", *_run(library)))
             print("suno-persona batch", file=sys.stderr)
             batch = [
