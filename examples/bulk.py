@@ -8,7 +8,7 @@ comes back as its ``RequestValidationError`` without being sent.
 
 Run it (the key and the API's URL come from ``SUNO_API_KEY`` and ``SUNO_API_BASE_URL``)::
 
-    python examples/bulk.py examples/personas.jsonl --concurrency 4
+    python examples/bulk.py examples/mixed.jsonl --concurrency 4
 
 For a resumable job with records in a file, use ``suno-persona batch`` instead.
 """

@@ -15,7 +15,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,7 +35,13 @@ from suno_persona._errors import (
     ServiceUnavailableError,
     SunoPersonaError,
 )
-from suno_persona._fanout import Completions, as_completed, check_concurrency, gather_in_order
+from suno_persona._fanout import (
+    Completions,
+    as_completed,
+    check_concurrency,
+    check_source,
+    gather_in_order,
+)
 from suno_persona._models import Persona, PersonaRequest
 from suno_persona._retry import RetryBudget, RetryHooks, RetryPolicy, build_retrying
 from suno_persona._throttle import Answer, GateClosed, Throttle, ThrottlePolicy
@@ -60,6 +66,10 @@ _DEFAULT_CONCURRENCY = 100
 _NO_RETRIES = RetryPolicy(max_attempts=1)
 
 Outcome = Persona | SunoPersonaError
+Requests = (
+    Iterable[PersonaRequest | Mapping[str, Any]] | AsyncIterable[PersonaRequest | Mapping[str, Any]]
+)
+_WHAT = "PersonaRequest objects or field mappings"
 EventHook = Callable[[Event], object]
 
 
@@ -247,31 +257,47 @@ class AsyncPersonaClient:
 
     async def generate_many(
         self,
-        requests: Iterable[PersonaRequest | Mapping[str, Any]],
+        requests: Requests,
         *,
         concurrency: int = 8,
     ) -> list[Outcome]:
         """Create many personas, at most ``concurrency`` at a time.
+
+        ``requests`` may be any iterable or async iterable (a list, a generator, a database
+        cursor, an async generator); it is read lazily, at most ``2 * concurrency`` items
+        ahead of the requests that have finished, so only the results are kept.
 
         Returns:
             One outcome per input, in input order: the :class:`Persona`, or the
                 :class:`SunoPersonaError` for that request (returned, not raised). An
                 input that fails validation gets its :class:`RequestValidationError` and
                 is not sent. Cancellation still propagates.
+
+        Raises:
+            TypeError: ``requests`` is a mapping, a str or bytes, or not iterable.
+            Exception: Whatever the input iterator raises, once the calls in flight are
+                cancelled.
         """
-        return await gather_in_order(self._generate_outcome, list(requests), concurrency)
+        check_source(requests, "requests", _WHAT)
+        return await gather_in_order(self._generate_outcome, requests, concurrency)
 
     def generate_as_completed(
         self,
-        requests: Iterable[PersonaRequest | Mapping[str, Any]],
+        requests: Requests,
         *,
         concurrency: int = 8,
     ) -> Completions[Outcome]:
         """Create many personas and yield ``(index, outcome)`` as each one finishes.
 
+        ``requests`` may be any iterable or async iterable, of any size: it is read lazily,
+        at most ``2 * concurrency`` items ahead of the outcomes you have received, and
+        nothing is kept per finished item, so memory depends on ``concurrency`` only. The
+        index counts the items in input order from 0.
+
         Every index is yielded exactly once. Cancelling the consumer cancels the work
-        still outstanding and leaves no task behind. To stop it the moment you leave the
-        loop early, use the result as a context manager::
+        still outstanding and leaves no task behind. An exception raised by the input
+        iterator cancels the work in flight and is then raised by the loop. To stop the
+        work the moment you leave the loop early, use the result as a context manager::
 
             async with client.generate_as_completed(requests) as results:
                 async for index, outcome in results:
@@ -279,9 +305,14 @@ class AsyncPersonaClient:
 
         (A bare ``async for`` with ``break`` stops the work when the iterator is
         garbage-collected: right away, unless a reference to it is kept.)
+
+        Raises:
+            TypeError: ``requests`` is a mapping, a str or bytes, or not iterable.
+            ValueError: ``concurrency`` is not an int >= 1.
         """
+        check_source(requests, "requests", _WHAT)
         check_concurrency(concurrency)
-        return Completions(as_completed(self._generate_outcome, list(requests), concurrency))
+        return Completions(as_completed(self._generate_outcome, requests, concurrency))
 
     async def _generate_outcome(self, request: PersonaRequest | Mapping[str, Any]) -> Outcome:
         try:

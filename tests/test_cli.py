@@ -21,11 +21,12 @@ import attrs
 import pytest
 
 import suno_persona as sp
-from suno_persona import _cli
+from suno_persona._cli import _connect, _console, _main, _records
 from suno_persona.testing import PersonaEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "personas.jsonl"
+MIXED = ROOT / "examples" / "mixed.jsonl"
 KEY = "sk-cli-7f3a9c2e-secret"
 MODULE = (sys.executable, "-m", "suno_persona")
 LONG_NAME = "x" * 101
@@ -53,16 +54,18 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
-async def cli(*args: str, env: dict[str, str] | None = None, command=MODULE) -> Run:
+async def cli(
+    *args: str, env: dict[str, str] | None = None, command=MODULE, stdin: bytes | None = None
+) -> Run:
     proc = await asyncio.create_subprocess_exec(
         *command,
         *args,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env if env is not None else environment(),
     )
-    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), TIMEOUT)
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(), err.decode())
 
@@ -87,6 +90,20 @@ def write_lines(path: Path, lines: list[object]) -> Path:
 
 def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def by_line(records: list[dict]) -> list[dict]:
+    """The records in line order (they come in the order requests finish)."""
+    return sorted(records, key=lambda r: r["line"])
+
+
+def latest(records: list[dict]) -> dict[int, dict]:
+    """The record that counts for each line: its persona, else its last error."""
+    kept: dict[int, dict] = {}
+    for r in records:
+        if "persona_id" not in kept.get(r["line"], {}):
+            kept[r["line"]] = r
+    return kept
 
 
 def sent_task_ids(emulator: PersonaEmulator) -> list[str]:
@@ -245,10 +262,16 @@ class TestUsage:
 
     async def test_an_unreadable_file_exits_2(self, tmp_path):
         source = write_lines(tmp_path / "in.jsonl", [fields(1)])
-        for args in ((str(tmp_path), "-o", "out.jsonl"), (str(source), "-o", str(tmp_path))):
-            run = await cli("batch", *args, "--emulate")
-            assert run.status == 2
-            assert run.err_lines == [f"error: cannot read {tmp_path}: Is a directory"]
+        run = await cli("batch", str(tmp_path), "-o", "out.jsonl", "--emulate")
+        assert (run.status, run.err_lines) == (
+            2,
+            [f"error: cannot read {tmp_path}: Is a directory"],
+        )
+        run = await cli("batch", str(source), "-o", str(tmp_path), "--emulate")
+        assert (run.status, run.err_lines) == (
+            2,
+            [f"error: cannot write {tmp_path}: Is a directory"],
+        )
 
     async def test_an_empty_emulator_key_exits_2(self):
         run = await cli("emulator", "--api-key=")
@@ -297,7 +320,7 @@ class TestBatch:
         emu.fail_next(505, "disabled for you")
         run = await cli("batch", str(source), "-o", str(sink), "--concurrency=1", env=env)
         assert run.status == 1
-        records = read_records(sink)
+        records = by_line(read_records(sink))
         ids = {r["line"]: r.get("persona_id") for r in records}
 
         def invalid(message):
@@ -309,7 +332,7 @@ class TestBatch:
             {"line": 2, "persona_id": ids[2]},
             {"line": 3, "error": invalid("name: must be at most 100 characters, got 101")},
             {"line": 4, "error": invalid("request: is not valid JSON: Expecting value (column 1)")},
-            {"line": 6, "error": invalid("request: must be an object of fields, not list")},
+            {"line": 6, "error": invalid("request: must be a JSON object of fields, not an array")},
             {"line": 7, "error": invalid("colour: is not a field of the request")},
             {
                 "line": 8,
@@ -330,7 +353,7 @@ class TestBatch:
         emu.fail_next(429, retry_after=0)
         run = await cli("batch", str(source), "-o", str(sink), env=env)
         assert run.status == 0
-        assert [r["line"] for r in read_records(sink)] == [1, 2, 3, 4, 5]
+        assert sorted(r["line"] for r in read_records(sink)) == [1, 2, 3, 4, 5]
         assert all(r["persona_id"] in emu.personas for r in read_records(sink))
         assert "5 lines, 5 succeeded, 0 failed; 1 retry;" in run.err
 
@@ -349,8 +372,8 @@ class TestBatch:
         first = await cli("batch", str(source), "-o", str(sink), "--concurrency=1", env=env)
         assert first.status == 1
         before = read_records(sink)
-        assert [("persona_id" in r) for r in before] == [True, True, False, False]
-        assert before[2]["error"] == {
+        assert [("persona_id" in r) for r in by_line(before)] == [True, True, False, False]
+        assert by_line(before)[2]["error"] == {
             "type": "InsufficientCreditsError",
             "code": 402,
             "message": "not enough credits",
@@ -361,9 +384,9 @@ class TestBatch:
         second = await cli("batch", str(source), "-o", str(sink), env=env)
         assert second.status == 0
         after = read_records(sink)
-        assert [r["line"] for r in after] == [1, 2, 3, 4]
-        assert after[:2] == before[:2]
-        assert all("persona_id" in r for r in after)
+        assert after[: len(before)] == before  # appended to, never rewritten
+        assert sorted(r["line"] for r in after[len(before) :]) == [3, 4]
+        assert all("persona_id" in r for r in latest(after).values())
         assert sorted(sent_task_ids(emu)) == ["task_3", "task_4"]
         assert "4 succeeded (2 in an earlier run), 0 failed" in second.err
 
@@ -392,9 +415,11 @@ class TestBatch:
         run = await cli("batch", str(source), "-o", str(sink), env=env)
         assert run.status == 0
         records = read_records(sink)
-        assert [r["line"] for r in records] == [1, 2, 3, 4]
-        assert records[0]["persona_id"] == "persona_first"
-        assert records[1]["persona_id"] == "persona_kept"
+        assert len(records) == 7  # the five complete ones, then lines 3 and 4; the torn one is cut
+        kept = latest(records)
+        assert kept[1]["persona_id"] == "persona_first"
+        assert kept[2]["persona_id"] == "persona_kept"
+        assert all("persona_id" in kept[n] for n in (3, 4))
         assert sorted(sent_task_ids(emu)) == ["task_3", "task_4"]
 
     async def test_an_output_that_is_not_a_batch_file_is_left_alone(self, emu, env, tmp_path):
@@ -404,7 +429,7 @@ class TestBatch:
         run = await cli("batch", str(source), "-o", str(sink), env=env)
         assert run.status == 2
         assert run.err_lines == [
-            f"error: {sink} line 1 is not a batch record; not overwriting it (choose another -o)"
+            f"error: {sink} line 1 is not a batch record; not appending to it (choose another -o)"
         ]
         assert sink.read_text() == "my notes\nmore notes\n"
         assert emu.requests == []
@@ -418,7 +443,7 @@ class TestBatch:
         )
 
     async def test_ctrl_c_keeps_finished_records_and_exits_130(self, tmp_path):
-        """SIGINT cancels the requests in flight; finished records stay, in line order."""
+        """SIGINT cancels the requests in flight; finished records stay; a rerun resumes."""
         async with PersonaEmulator(api_keys=[KEY], latency=0.3) as emu:
             env = environment(SUNO_API_KEY=KEY, SUNO_API_BASE_URL=emu.base_url)
             source = write_lines(tmp_path / "in.jsonl", [fields(n) for n in range(1, 31)])
@@ -435,26 +460,40 @@ class TestBatch:
             _, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
             assert proc.returncode == 130
             assert "Traceback" not in err.decode()
-            assert err.decode().startswith("interrupted: 30 lines, ")
+            assert err.decode().startswith("interrupted: ")
+            assert " lines read, " in err.decode()
             records = read_records(sink)
             lines = [r["line"] for r in records]
             assert 2 <= len(records) < 30
-            assert lines == sorted(set(lines))
+            assert len(lines) == len(set(lines))
             assert all(r["persona_id"] in emu.personas for r in records)
             assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
+            emu.requests.clear()
             rerun = await cli("batch", str(source), "-o", str(sink), "--concurrency=16", env=env)
             assert rerun.status == 0
-            assert [r["line"] for r in read_records(sink)] == list(range(1, 31))
+            assert sorted(r["line"] for r in read_records(sink)) == list(range(1, 31))
             assert read_records(sink)[: len(records)] == records
+            assert len(emu.requests) == 30 - len(records)
 
-    async def test_emulate_runs_the_example_file_with_mixed_outcomes(self, tmp_path):
-        """The offline demo: the two bad lines of examples/personas.jsonl fail, exit 1."""
+    async def test_emulate_runs_the_example_file_and_exits_0(self, tmp_path):
+        """The README's main job: every line of examples/personas.jsonl gets a persona."""
         sink = tmp_path / "out.jsonl"
         run = await cli("batch", str(EXAMPLES), "-o", str(sink), "--emulate", env=environment())
-        assert run.status == 1
+        assert run.status == 0
         records = read_records(sink)
         lines = EXAMPLES.read_text(encoding="utf-8").splitlines()
+        assert sorted(r["line"] for r in records) == list(range(1, len(lines) + 1))
+        assert all(r["persona_id"].startswith("persona_") for r in records)
+        assert run.err.startswith(f"done: {len(lines)} lines, {len(lines)} succeeded, 0 failed")
+
+    async def test_emulate_runs_the_mixed_file_with_mixed_outcomes(self, tmp_path):
+        """docs/cli.md's demo: the two bad lines of examples/mixed.jsonl fail, exit 1."""
+        sink = tmp_path / "out.jsonl"
+        run = await cli("batch", str(MIXED), "-o", str(sink), "--emulate", env=environment())
+        assert run.status == 1
+        records = by_line(read_records(sink))
+        lines = MIXED.read_text(encoding="utf-8").splitlines()
         assert [r["line"] for r in records] == list(range(1, len(lines) + 1))
         failed = [r for r in records if "error" in r]
         assert [r["error"]["type"] for r in failed] == ["RequestValidationError"] * 2
@@ -582,11 +621,11 @@ class TestInProcess:
         ],
     )
     def test_option_values_are_checked(self, capsys, args):
-        assert _cli.main(args) == 2
+        assert _main.main(args) == 2
         assert "error: argument" in capsys.readouterr().err
 
     def test_version(self, capsys):
-        assert _cli.main(["--version"]) == 0
+        assert _main.main(["--version"]) == 0
         assert capsys.readouterr().out == f"suno-persona {sp.__version__}\n"
 
     def test_main_module_runs_only_as_main(self):
@@ -598,10 +637,16 @@ class TestInProcess:
             (b'{"name": "\xff"}', "request: is not UTF-8 text (byte 11)"),
             (b'{"vocal_start": ' + b"1" * 5000 + b"}", "request: is not valid JSON: Exceeds"),
             (b"nope", "request: is not valid JSON: Expecting value (column 1)"),
+            (b"null", "request: must be a JSON object of fields, not null"),
+            (b'"x"', "request: must be a JSON object of fields, not a string"),
+            (b"1.5", "request: must be a JSON object of fields, not a number"),
+            (b"true", "request: must be a JSON object of fields, not true or false"),
+            (b'\xef\xbb\xbf{"name": "n"}', "request: starts with a byte order mark (U+FEFF)"),
         ],
     )
     def test_a_line_that_is_not_a_json_object_is_an_error(self, line, message):
-        error = _cli._parse_line(line)
+        """Said in the terms of the file, never Python's (no NoneType, no utf-8-sig)."""
+        error = _records.parse_line(line)
         assert isinstance(error, sp.RequestValidationError)
         assert str(error).startswith(message)
 
@@ -612,43 +657,249 @@ class TestInProcess:
          b"\xff"],
     )  # fmt: skip
     def test_what_is_not_a_record(self, raw):
-        assert _cli._parse_record(raw) is None
+        assert _records.parse_record(raw) is None
 
-    def test_a_persona_record_is_never_replaced(self, tmp_path):
-        path = tmp_path / "out.jsonl"
+    def test_resume_marks_the_lines_with_a_persona_and_finds_a_torn_end(self):
         error = {"type": "X", "code": None, "message": "m"}
-        write_lines(
-            path,
-            [
-                {"line": 1, "persona_id": "first"},
-                {"line": 1, "persona_id": "second"},
-                {"line": 1, "error": error},
-                {"line": 2, "error": {**error, "message": "old"}},
-                {"line": 2, "error": error},
-            ],
+        lines = [
+            b'{"line": 1, "persona_id": "first"}\n',
+            b"\n",
+            b'{"line": 2, "error": {"type": "X"}}\n',
+            b'{"line": 1, "persona_id": "second"}\n',
+            b'{"line": 9000000, "persona_id": "far"}\n',
+            b'{"line": 3, "pers',
+        ]
+        finished, useful, size = _records.scan_records(lines)
+        assert (1 in finished, 2 in finished, 3 in finished, 9_000_000 in finished) == (
+            True, False, False, True,
+        )  # fmt: skip
+        assert ("x" in finished, finished.count) == (False, 2)
+        assert (useful, size) == (sum(map(len, lines[:-1])), sum(map(len, lines)))
+        assert error
+
+    def test_a_line_that_is_not_a_record_is_found(self):
+        with pytest.raises(_records.NotABatchFile) as caught:
+            _records.scan_records([b'{"line": 1, "persona_id": "p"}\n', b"notes\n"])
+        assert caught.value.position == 2
+
+    def test_csv_rows_are_numbered_by_the_line_they_start_on(self):
+        text = [
+            "task_id,suno_id,name,vocal_start,vocal_end\n",
+            "t1,s1,Neon,12.5,64\n",
+            "\n",
+            't2,s2,"Two\n',
+            'lines",,\n',
+            "t3,s3,Bad,soon,\n",
+            "t4,s4\n",
+            't5,s5,"open\n',
+        ]
+        rows = list(_records.parse_csv(text))
+        assert [n for n, _ in rows] == [2, 4, 6, 7, 8]
+        assert rows[0][1] == sp.PersonaRequest(
+            task_id="t1", suno_id="s1", name="Neon", vocal_start=12.5, vocal_end=64
         )
-        assert _cli._read_records(path) == {
-            1: {"line": 1, "persona_id": "first"},
-            2: {"line": 2, "error": error},
-        }
+        assert rows[1][1].name == "Two\nlines"
+        assert str(rows[2][1]) == "vocal_start: is not a number: 'soon'"
+        assert str(rows[3][1]) == "request: has 2 cells, the header row has 5"
+        assert str(rows[4][1]).startswith("request: is not valid CSV: ")
+        assert list(_records.parse_csv([])) == []
+        assert list(_records.count_lines(text, "csv")) == [2, 4, 6, 7, 8]
 
-    def test_a_failed_rewrite_leaves_no_temp_file(self, tmp_path):
-        target = tmp_path / "taken"
-        target.mkdir()
-        with pytest.raises(OSError):
-            _cli._rewrite(target, {1: {"line": 1, "persona_id": "p"}})
-        assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+    def test_connection_errors_show_their_attempts(self):
+        error = sp.APIConnectionError("cannot connect to 127.0.0.1:9", attempts=3)
+        assert _console.describe(error) == "cannot connect to 127.0.0.1:9 after 3 attempts"
+        assert _console.describe(sp.APIConnectionError("x", attempts=1)) == "x"
 
-    def test_rewrite_keeps_the_file_mode(self, tmp_path):
-        path = tmp_path / "out.jsonl"
-        path.write_text("")
-        path.chmod(0o600)
-        _cli._rewrite(path, {2: {"line": 2, "persona_id": "b"}, 1: {"line": 1, "persona_id": "a"}})
-        assert path.stat().st_mode & 0o777 == 0o600
-        assert [r["line"] for r in read_records(path)] == [1, 2]
+    def test_a_wildcard_address_prints_as_loopback(self):
+        assert _main.usable_url("http://0.0.0.0:8000") == "http://127.0.0.1:8000"
+        assert _main.usable_url("http://[::]:8000") == "http://[::1]:8000"
+        assert _main.usable_url("http://10.1.2.3:8000") == "http://10.1.2.3:8000"
+
+    async def test_allow_insecure_http_reaches_the_client(self):
+        """--allow-insecure-http lets a plain http URL to another host through (nothing sent)."""
+        connection = _connect.Connection(
+            api_key=KEY, base_url="http://192.0.2.1:8000", timeout=1.0, max_attempts=None,
+            emulate=False, allow_insecure_http=True,
+        )  # fmt: skip
+        async with _connect.open_client(connection) as client:
+            assert not client.closed
+        refused = attrs.evolve(connection, allow_insecure_http=False)
+        with pytest.raises(_connect.UsageError, match="--allow-insecure-http"):
+            async with _connect.open_client(refused):
+                pass  # pragma: no cover
 
     def test_secrets_are_masked_longest_first(self):
-        secrets = _cli._Secrets()
+        secrets = _console.Secrets()
         for value in ("sk-a", "", "sk-abc", "sk-a"):
             secrets.add(value)
         assert secrets.redact("sk-abc and sk-a") == "*** and ***"
+
+
+class TestStreaming:
+    async def test_stdin_to_stdout(self, emu, env):
+        """'-' reads INPUT from stdin and writes records to stdout; the summary stays on stderr."""
+        data = "".join(json.dumps(fields(n)) + "\n" for n in range(1, 6)).encode()
+        run = await cli("batch", "-", "-o", "-", env=env, stdin=data)
+        assert run.status == 0
+        records = [json.loads(line) for line in run.out.splitlines()]
+        assert sorted(r["line"] for r in records) == [1, 2, 3, 4, 5]
+        assert all(r["persona_id"] in emu.personas for r in records)
+        assert run.err_lines[-1].startswith("done: 5 lines, 5 succeeded, 0 failed; ")
+        assert run.err_lines[-1].endswith("records on stdout")
+
+    async def test_csv_input_by_suffix_or_by_format(self, emu, env, tmp_path):
+        """A .csv INPUT (or --format csv) is read as CSV under a header row of field names."""
+        text = (
+            "task_id,suno_id,name,vocal_start,vocal_end,style\n"
+            'task_1,suno_1,Neon Siren,12.5,64,"Western R&B, moody"\n'
+            "task_2,suno_2,Kira Lumen,,,\n"
+            "task_3,suno_3,Bad Numbers,soon,64,\n"
+        )
+        source = tmp_path / "in.csv"
+        source.write_text(text, encoding="utf-8")
+        sink = tmp_path / "out.jsonl"
+        run = await cli("batch", str(source), "-o", str(sink), env=env)
+        assert run.status == 1
+        records = by_line(read_records(sink))
+        assert [r["line"] for r in records] == [2, 3, 4]
+        assert records[2]["error"]["message"] == "vocal_start: is not a number: 'soon'"
+        assert emu.requests[0].json["vocal_start"] == 12.5 or emu.requests[1].json
+        piped = await cli("batch", "-", "-o", "-", "--format=csv", env=env, stdin=text.encode())
+        assert piped.status == 1
+        assert sorted(json.loads(line)["line"] for line in piped.out.splitlines()) == [2, 3, 4]
+
+    async def test_an_output_that_cannot_be_created_could_not_start(self, emu, env, tmp_path):
+        """A missing directory: exit 2, the path as given, nothing sent."""
+        source = write_lines(tmp_path / "in.jsonl", [fields(1)])
+        run = await cli("batch", str(source), "-o", "/nonexistent/dir/out.jsonl", env=env)
+        assert (run.status, run.err_lines) == (
+            2,
+            ["error: cannot write /nonexistent/dir/out.jsonl: No such file or directory"],
+        )
+        assert emu.requests == []
+
+    @pytest.mark.parametrize("output", ["-", "/dev/stdout"])
+    async def test_a_closed_pipe_stops_the_batch_cleanly(self, env, tmp_path, output):
+        """`batch big.jsonl -o - | head -2` ends at once, quietly, with 141, as grep does."""
+        source = write_lines(tmp_path / "in.jsonl", [fields(n) for n in range(1, 5001)])
+        command = (
+            f"{sys.executable} -m suno_persona batch {source} -o {output} | head -2; "
+            'echo "status ${PIPESTATUS[0]}" >&2'
+        )
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", command,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        assert len(out.decode().splitlines()) == 2
+        assert err.decode() == "status 141\n"
+
+    async def test_a_null_line_is_said_in_json_terms(self, env, tmp_path):
+        source = write_lines(tmp_path / "in.jsonl", ["null"])
+        run = await cli("batch", str(source), "-o", "-", env=env)
+        assert run.status == 1
+        assert json.loads(run.out)["error"]["message"] == (
+            "request: must be a JSON object of fields, not null"
+        )
+
+    async def test_connection_errors_count_their_attempts(self, emu):
+        """A server that is not there: the error line says how many attempts were made."""
+        port = emu.base_url.rsplit(":", 1)[1]
+        await emu.stop()
+        env = environment(SUNO_API_KEY=KEY, SUNO_API_BASE_URL=f"http://127.0.0.1:{port}")
+        run = await cli(
+            "generate", "--task-id=t", "--suno-id=s", "--name=n", "--max-attempts=2", env=env
+        )
+        assert run.status == 1
+        [line] = run.err_lines
+        assert line.startswith("error: ")
+        assert line.endswith(" after 2 attempts")
+
+    async def test_plain_http_elsewhere_points_to_the_option(self):
+        env = environment(SUNO_API_KEY=KEY)
+        run = await cli(
+            "generate", "--task-id=t", "--suno-id=s", "--name=n",
+            "--base-url=http://192.0.2.1:8000", env=env,
+        )  # fmt: skip
+        assert run.status == 2
+        assert "--allow-insecure-http" in run.err
+        assert "allow_insecure_http=True" not in run.err
+
+    async def test_the_emulator_is_imported_only_when_used(self):
+        code = (
+            "import sys; from suno_persona._cli import main; main(['generate', '--help']); "
+            "print('suno_persona.testing' in sys.modules, 'aiohttp.web' in sys.modules)"
+        )
+        run = await cli(command=(sys.executable, "-c", code))
+        assert run.out.splitlines()[-1] == "False False"
+
+
+class TestEmulatorFaults:
+    async def serving(self, *args: str):
+        proc = await asyncio.create_subprocess_exec(
+            *MODULE, "emulator", *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environment(),
+        )  # fmt: skip
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)
+        return proc, line.decode().strip()
+
+    async def stop(self, proc) -> None:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        assert proc.returncode == 0
+
+    async def test_a_share_of_random_faults_with_a_seed(self):
+        """--fail-rate 1 --fail-codes 500: every answer is a 500 (500 is never retried)."""
+        proc, base_url = await self.serving("--fail-rate=1", "--fail-codes=500", "--seed=7")
+        try:
+            async with sp.AsyncPersonaClient("sk-test", base_url=base_url) as client:
+                with pytest.raises(sp.ServerError):
+                    await client.generate_persona(fields(1))
+        finally:
+            await self.stop(proc)
+
+    async def test_a_maintenance_window(self):
+        proc, base_url = await self.serving("--maintenance=60")
+        policy = sp.RetryPolicy(max_attempts=1)
+        try:
+            async with sp.AsyncPersonaClient("sk-test", base_url=base_url, retry=policy) as client:
+                with pytest.raises(sp.ServiceUnavailableError):
+                    await client.generate_persona(fields(1))
+        finally:
+            await self.stop(proc)
+
+    async def test_a_wildcard_host_prints_a_usable_url(self):
+        proc, base_url = await self.serving("--host=0.0.0.0")
+        try:
+            assert base_url.startswith("http://127.0.0.1:")
+            async with sp.AsyncPersonaClient("sk-test", base_url=base_url) as client:
+                assert (await client.generate_persona(fields(1))).persona_id
+        finally:
+            await self.stop(proc)
+
+    @pytest.mark.parametrize(
+        "args", [["--fail-rate=2"], ["--fail-codes=200"], ["--fail-codes=x"], ["--maintenance=0"]]
+    )
+    def test_fault_options_are_checked(self, capsys, args):
+        assert _main.main(["emulator", *args]) == 2
+        assert "error: argument" in capsys.readouterr().err
+
+    async def test_random_faults_repeat_with_the_seed(self):
+        """The same seed gives the same faults; the share is roughly the one asked for."""
+        codes = []
+        for _ in range(2):
+            async with PersonaEmulator(fail_rate=0.3, seed=11) as emu:
+                policy = sp.RetryPolicy(max_attempts=1)
+                async with sp.AsyncPersonaClient(
+                    "sk-test", base_url=emu.base_url, retry=policy, throttle=None
+                ) as client:
+                    await client.generate_many([fields(n) for n in range(60)], concurrency=1)
+                codes.append([r.code for r in emu.requests])
+        assert codes[0] == codes[1]
+        assert set(codes[0]) <= {200, 429, 455, 500}
+        assert 5 <= sum(c != 200 for c in codes[0]) <= 35
+        with pytest.raises(ValueError, match="fail_rate"):
+            PersonaEmulator(fail_rate=1.5)
+        with pytest.raises(ValueError, match="fail_codes"):
+            PersonaEmulator(fail_codes=[200])

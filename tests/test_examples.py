@@ -21,6 +21,7 @@ from suno_persona.testing import PersonaEmulator
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PERSONAS = EXAMPLES / "personas.jsonl"
+MIXED = EXAMPLES / "mixed.jsonl"  # two lines invalid on purpose
 KEY = "sk-test"
 TIMEOUT = 30
 ONE_ATTEMPT = sp.RetryPolicy(max_attempts=1)
@@ -250,7 +251,7 @@ class TestBulk:
     async def test_jsonl_with_mixed_outcomes(self, emu):
         lines = []
         async with sp.AsyncPersonaClient(KEY, base_url=emu.base_url) as client:
-            succeeded, failed = await bulk.run(client, PERSONAS, concurrency=4, out=lines.append)
+            succeeded, failed = await bulk.run(client, MIXED, concurrency=4, out=lines.append)
         assert (succeeded, failed) == (10, 2)
         assert len(lines) == 12
         assert (
@@ -282,7 +283,7 @@ class TestBulk:
         assert "line 4: error: vocal_start: not a number: 'soon'" in lines
 
     async def test_runs_as_a_script(self, emu):
-        proc = await start_script("bulk", str(PERSONAS), "--concurrency=3", env=environment(emu))
+        proc = await start_script("bulk", str(MIXED), "--concurrency=3", env=environment(emu))
         status, out, err = await finish(proc)
         assert (status, err) == (1, "")
         assert out.splitlines()[-1] == "10 succeeded, 2 failed"

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import json
 import math
+import random
 import secrets
 import time
 from http import HTTPStatus
@@ -160,6 +161,10 @@ class PersonaEmulator:
             code; ``False`` sends every answer as HTTP 200, the code only in the body.
         host: The address to listen on.
         port: The port to listen on; ``0`` picks a free one.
+        fail_rate: The share of authenticated requests (0 to 1) answered at random with one
+            of ``fail_codes``, after maintenance and the faults of :meth:`fail_next`.
+        fail_codes: The codes of those random answers.
+        seed: Seeds the draws of ``fail_rate``, for a run that repeats exactly.
 
     Attributes:
         api_keys: The keys the emulator accepts.
@@ -180,6 +185,9 @@ class PersonaEmulator:
         errors_in_http_status: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        fail_rate: float = 0.0,
+        fail_codes: Iterable[int] = (429, 455, 500),
+        seed: int | None = None,
     ) -> None:
         if isinstance(api_keys, str):
             raise TypeError("api_keys must be an iterable of keys, not a single str")
@@ -192,7 +200,15 @@ class PersonaEmulator:
             raise ValueError(f"burst must be at least 1, got {burst!r}")
         if credits is not None and credits < 0:
             raise ValueError(f"credits must be >= 0, got {credits!r}")
+        if not 0 <= fail_rate <= 1:
+            raise ValueError(f"fail_rate must be from 0 to 1, got {fail_rate!r}")
+        codes = tuple(fail_codes)
+        if not codes or not all(400 <= c <= 599 for c in codes):  # noqa: PLR2004 - error codes
+            raise ValueError(f"fail_codes must be error codes from 400 to 599, got {codes!r}")
         self.api_keys: tuple[str, ...] = keys
+        self._fail_rate = fail_rate
+        self._fail_codes = codes
+        self._random = random.Random(seed)  # noqa: S311 - fault injection, not cryptography
         self.credits: int | None = credits
         self.requests: list[RecordedRequest] = []
         self.personas: dict[str, PersonaRequest] = {}
@@ -376,7 +392,7 @@ class PersonaEmulator:
         return self._create(payload)
 
     def _refusal(self, key_index: int, now: float) -> _Reply | None:
-        """Maintenance, injected faults and the rate limit, in that order."""
+        """Maintenance, injected faults, random faults and the rate limit, in that order."""
         if self._maintenance_until is not None:
             left = self._maintenance_until - now
             if left > 0:
@@ -388,6 +404,10 @@ class PersonaEmulator:
             if fault.left == 0:
                 self._faults.popleft()
             return _Reply(fault.code, fault.message, retry_after=fault.retry_after)
+        if self._fail_rate and self._random.random() < self._fail_rate:
+            code = self._random.choice(self._fail_codes)
+            seconds = 1 if code in _RETRY_AFTER_CODES else None
+            return _Reply(code, _MESSAGES.get(code, "error"), retry_after=seconds)
         if self._rate_limit is not None:
             bucket = self._buckets.setdefault(key_index, _Bucket(float(self._burst), now))
             wait = bucket.take(now, self._rate_limit, self._burst)
@@ -438,6 +458,10 @@ async def serve(
     latency: float | Callable[[], float] = 0.0,
     retry_after: bool = True,
     errors_in_http_status: bool = True,
+    fail_rate: float = 0.0,
+    fail_codes: Iterable[int] = (429, 455, 500),
+    seed: int | None = None,
+    maintenance: tuple[float, float] | None = None,
     ready: Callable[[str], object] | None = None,
 ) -> None:
     """Run a :class:`PersonaEmulator` until cancelled, then stop it cleanly.
@@ -455,6 +479,11 @@ async def serve(
         latency: Seconds to wait before each answer, or a callable returning them.
         retry_after: Whether 429 and 455 answers carry ``Retry-After``.
         errors_in_http_status: Whether errors use their code as the HTTP status.
+        fail_rate: The share of requests answered at random with one of ``fail_codes``.
+        fail_codes: The codes of those random answers.
+        seed: Seeds the draws of ``fail_rate``.
+        maintenance: ``(after, seconds)``: answer 455 for ``seconds``, starting ``after``
+            seconds after the emulator starts listening.
         ready: Called with the emulator's base URL once it is listening.
     """
     emulator = PersonaEmulator(
@@ -467,8 +496,14 @@ async def serve(
         errors_in_http_status=errors_in_http_status,
         host=host,
         port=port,
+        fail_rate=fail_rate,
+        fail_codes=fail_codes,
+        seed=seed,
     )
     async with emulator:
+        if maintenance is not None:
+            after, seconds = maintenance
+            asyncio.get_running_loop().call_later(after, emulator.maintenance, seconds)
         if ready is not None:
             ready(emulator.base_url)
         await asyncio.Event().wait()
