@@ -44,6 +44,7 @@ from suno_persona import (
     RetryPolicy,
     SunoPersonaError,
     __version__,
+    _config,
 )
 from suno_persona.testing import PersonaEmulator, serve
 
@@ -360,7 +361,7 @@ class _Connection:
 
 
 def _connection(args: argparse.Namespace, secrets: _Secrets) -> _Connection:
-    key = args.api_key or os.environ.get("SUNO_API_KEY") or None
+    key = args.api_key or _config.env("SUNO_API_KEY")
     if args.emulate:
         if args.base_url:
             raise UsageError("--emulate and --base-url exclude each other")
@@ -370,7 +371,7 @@ def _connection(args: argparse.Namespace, secrets: _Secrets) -> _Connection:
     secrets.add(key)
     return _Connection(
         api_key=key,
-        base_url=None if args.emulate else args.base_url or os.environ.get("SUNO_API_BASE_URL"),
+        base_url=None if args.emulate else args.base_url or _config.env("SUNO_API_BASE_URL"),
         timeout=args.timeout,
         max_attempts=args.max_attempts,
         emulate=args.emulate,

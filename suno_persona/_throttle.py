@@ -151,6 +151,7 @@ class Throttle:
         self.policy = policy
         self._clock = clock
         self._sleep = sleep
+        self._max_concurrency = max_concurrency
         self._in_flight = (
             asyncio.Semaphore(max_concurrency) if max_concurrency is not None else None
         )
@@ -182,6 +183,18 @@ class Throttle:
         self._probe_interval = 0.0
         # retry budget
         self._budget = policy.retry_budget if policy is not None else 0
+
+    def rebind(self) -> None:
+        """Make new asyncio primitives, for a client moving to a new loop (the old one ended).
+
+        Semaphores, locks and events bind to the loop that first waits on them; the learned
+        state (rate, breaker, budget) is kept.
+        """
+        if self._max_concurrency is not None:
+            self._in_flight = asyncio.Semaphore(self._max_concurrency)
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._waiting = 0
 
     @property
     def rate(self) -> float | None:

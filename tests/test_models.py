@@ -127,7 +127,9 @@ def test_from_dict_builds_the_same_request():
 
 # -- properties ------------------------------------------------------------------------------
 
-text_ok = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
+text_ok = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40
+).filter(str.strip)
 seconds = st.one_of(
     st.integers(min_value=0, max_value=10_000),
     st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False),
@@ -140,7 +142,9 @@ def valid_fields(draw):
         "task_id": draw(text_ok),
         "suno_id": draw(text_ok),
         "name": draw(
-            st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=100)
+            st.text(
+                alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=100
+            ).filter(str.strip)
         ),
     }
     if draw(st.booleans()):

@@ -135,17 +135,19 @@ async def test_connection_broken_after_sending_is_not_retried(mocked, client):
         await client.generate_persona(**FIELDS)
     assert info.value.sent is True
     assert info.value.attempts == 1
-    assert isinstance(info.value.__cause__, aiohttp.ServerDisconnectedError)
+    assert "ServerDisconnectedError" in info.value.message
+    assert info.value.__cause__ is None
 
 
 async def test_timeout_is_an_api_timeout_error(mocked, client):
-    """A timeout becomes APITimeoutError, raised from the original, not retried by default."""
+    """A timeout becomes APITimeoutError naming the original, not retried by default."""
     mocked.post(URL, exception=asyncio.TimeoutError())
     mocked.post(URL, payload=OK)
     with pytest.raises(sp.APITimeoutError) as info:
         await client.generate_persona(**FIELDS)
     assert info.value.attempts == 1
-    assert isinstance(info.value.__cause__, asyncio.TimeoutError)
+    assert "TimeoutError" in info.value.message
+    assert info.value.__cause__ is None
 
 
 async def test_timeout_is_retried_when_opted_in(mocked, fake_time):
