@@ -292,16 +292,15 @@ class AsyncPersonaClient:
             # session of the user's, needs a timeout of its own on the request.
             own_timeout = timeout == self._timeout and session is not self._user_session
             try:
-                status, headers, body = await _transport.send(
-                    session, url, prepared, None if own_timeout else timeout
-                )
-                persona = _protocol.parse_response(
-                    status, headers, body, request=request, now=time.time()
+                persona = await _exchange(
+                    session, url, prepared, request, None if own_timeout else timeout
                 )
             except SunoPersonaError as error:
                 _redact(error, self._api_key)
                 ticket.failed(error)
-                raise
+                # Without the frames below this one: their locals hold the reply, which
+                # may echo the key, and that is what a traceback with locals would show.
+                raise error.with_traceback(None)  # noqa: B904 - the same error, fewer frames
             ticket.succeeded()
             return persona
 
@@ -350,6 +349,17 @@ class AsyncPersonaClient:
         if watcher is not None:
             with contextlib.suppress(Exception):
                 await watcher.aclose()
+
+
+async def _exchange(
+    session: aiohttp.ClientSession,
+    url: str,
+    prepared: _protocol.PreparedRequest,
+    request: PersonaRequest,
+    timeout: float | None,
+) -> Persona:
+    status, headers, body = await _transport.send(session, url, prepared, timeout)
+    return _protocol.parse_response(status, headers, body, request=request, now=time.time())
 
 
 async def _close_at_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:

@@ -64,7 +64,7 @@ def _check_seconds(_inst: object, attribute: attrs.Attribute[Any], value: object
         raise RequestValidationError(field, f"must be finite, got {value!r}")
     if isinstance(value, int) and abs(value) > SECONDS_INT_MAX:
         raise RequestValidationError(
-            field, f"an int must be at most 2**53 ({SECONDS_INT_MAX}), to be exact in JSON"
+            field, f"an int must be >= 0 and at most 2**53 ({SECONDS_INT_MAX}), exact in JSON"
         )
     if value < 0:
         raise RequestValidationError(field, f"must be >= 0, got {value!r}")
