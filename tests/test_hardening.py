@@ -313,17 +313,14 @@ async def test_redirect_to_another_host_never_carries_the_key(status, server):
         "http://127.0.0.1.nip.io",
         "http://localhost-evil.test",
         "http://evillocalhost",
-        "http://127.0.0.1@evil.test",
-        "http://localhost:80@evil.test",
-        "http://evil.test#@127.0.0.1",
-        "http://evil.test?@localhost",
         "http://evil.test/127.0.0.1",
         "http://0.0.0.0:8080",
         "http://[::]:8080",
     ],
 )
 def test_plain_http_to_a_lookalike_host_is_refused(url):
-    """A host that only looks like loopback gets no key in clear, unless opted in."""
+    """A host that only looks like loopback gets no key in clear, unless opted in. (Look-alikes
+    made with user info, a query or a fragment are refused outright: see test_config.)"""
     with pytest.raises(sp.SunoPersonaError, match="allow_insecure_http"):
         sp.AsyncPersonaClient(KEY, base_url=url)
     assert sp.AsyncPersonaClient(KEY, base_url=url, allow_insecure_http=True)
