@@ -230,6 +230,15 @@ class AsyncPersonaClient:
             return error
 
     async def _generate(self, request: PersonaRequest) -> Persona:
+        try:
+            return await self._call(request)
+        except SunoPersonaError as error:
+            # On Python 3.10 a coroutine may still see, as the exception being handled, a
+            # foreign one its task was woken with; our errors must not chain it.
+            _detach(error)
+            raise
+
+    async def _call(self, request: PersonaRequest) -> Persona:
         session = await self._ensure_open()
         policy = self._retry
         deadline_at = None if policy.deadline is None else self._clock() + policy.deadline
@@ -297,6 +306,7 @@ class AsyncPersonaClient:
                 )
             except SunoPersonaError as error:
                 _redact(error, self._api_key)
+                _detach(error)
                 ticket.failed(error)
                 # Without the frames below this one: their locals hold the reply, which
                 # may echo the key, and that is what a traceback with locals would show.
@@ -369,6 +379,12 @@ async def _close_at_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[N
     finally:
         if not session.closed:
             await session.close()
+
+
+def _detach(error: SunoPersonaError) -> None:
+    """Chain nothing: a foreign exception's frames may hold the key in their locals."""
+    error.__cause__ = None
+    error.__context__ = None
 
 
 def _redact(error: SunoPersonaError, secret: str) -> None:
