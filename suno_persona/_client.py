@@ -2,35 +2,35 @@
 
 Everything about the wire format lives in ``_protocol``; everything about when to try
 again lives in ``_retry`` and ``_throttle``. Foreign exceptions (aiohttp, asyncio) are
-translated into ours in :func:`_send` and nowhere else.
+translated into ours in ``_transport`` and nowhere else; the checks of the configuration
+live in ``_config``.
+
+A client belongs to the event loop it is used in. When that loop has ended (a script that
+calls ``asyncio.run`` twice), the next call rebinds the client to the loop it runs in; a
+client whose loop is still running elsewhere refuses to be used from another one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import contextlib
 import logging
 import math
-import os
 import random
 import time
 import warnings
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
-from multidict import CIMultiDict, CIMultiDictProxy
 
-from suno_persona import _protocol
+from suno_persona import _config, _protocol, _transport
 from suno_persona._deadline import Deadline, WouldPassDeadline
 from suno_persona._errors import (
-    APIConnectionError,
     APIError,
     APITimeoutError,
-    InvalidResponseError,
     RateLimitError,
     ServiceUnavailableError,
     SunoPersonaError,
@@ -58,10 +58,8 @@ __all__ = ["AsyncPersonaClient"]
 
 logger = logging.getLogger("suno_persona")
 
-DEFAULT_BASE_URL = "https://api.crun.ai"
-MAX_BODY_BYTES = 1024 * 1024
-_CONNECT_SHARE = 0.9
-_CHUNK = 64 * 1024
+DEFAULT_BASE_URL = _config.DEFAULT_BASE_URL
+MAX_BODY_BYTES = _transport.MAX_BODY_BYTES
 _DEFAULT_CONCURRENCY = 100
 _NO_RETRIES = RetryPolicy(max_attempts=1)
 
@@ -113,7 +111,11 @@ class AsyncPersonaClient:
 
     Raises:
         SunoPersonaError: No key was given and ``SUNO_API_KEY`` is unset, the key is empty
-            or has control characters, or ``base_url`` is not acceptable.
+            or has control characters, or ``base_url`` is not acceptable (not http(s), a
+            user name or password, a query or fragment, plain http to a remote host).
+        ValueError: Another argument has the wrong type or value (a ``timeout`` that is
+            not a finite number > 0, a ``retry`` that is not a ``RetryPolicy``, ...); the
+            message names it.
     """
 
     def __init__(
@@ -129,26 +131,24 @@ class AsyncPersonaClient:
         allow_insecure_http: bool = False,
         event_hooks: Iterable[EventHook] = (),
     ) -> None:
-        self._api_key = _check_api_key(api_key if api_key is not None else _env("SUNO_API_KEY"))
-        self._base_url = _check_base_url(
-            base_url or _env("SUNO_API_BASE_URL") or DEFAULT_BASE_URL,
-            allow_insecure_http=allow_insecure_http,
+        self._api_key = _config.resolve_api_key(api_key)
+        self._base_url = _config.resolve_base_url(
+            base_url,
+            allow_insecure_http=_config.check_bool("allow_insecure_http", allow_insecure_http),
         )
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-        if max_concurrency is not None and (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or max_concurrency < 1
-        ):
-            raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
-        self._timeout = float(timeout)
+        self._timeout = _config.check_timeout(timeout)
+        _config.check_instance("retry", retry, RetryPolicy)
+        _config.check_instance("session", session, aiohttp.ClientSession)
+        _config.check_instance("throttle", throttle, ThrottlePolicy)
+        max_concurrency = _config.check_max_concurrency(max_concurrency)
         self._retry = retry if retry is not None else _NO_RETRIES
         if session is not None:
             max_concurrency = _cap_to_pool(max_concurrency, session.connector)
         self._max_concurrency = max_concurrency
         self._user_session = session
         self._session: aiohttp.ClientSession | None = session
+        self._watcher: AsyncGenerator[None, None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._clock: Callable[[], float] = time.monotonic
@@ -205,7 +205,7 @@ class AsyncPersonaClient:
         return self._closed
 
     async def __aenter__(self) -> AsyncPersonaClient:  # noqa: PYI034 - no typing.Self in 3.10
-        self._ensure_open()
+        await self._ensure_open()
         return self
 
     async def __aexit__(
@@ -223,8 +223,11 @@ class AsyncPersonaClient:
         self._closed = True
         self._throttle.close()
         session, self._session = self._session, None
+        watcher, self._watcher = self._watcher, None
         if session is not None and session is not self._user_session:
             await session.close()
+        if watcher is not None:
+            await watcher.aclose()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         session = getattr(self, "_session", None)
@@ -252,7 +255,10 @@ class AsyncPersonaClient:
             InvalidResponseError: The reply was neither a success nor an error envelope.
         """
         if request is not None and fields:
-            raise TypeError("pass either a PersonaRequest or keyword fields, not both")
+            raise TypeError(
+                "pass either a PersonaRequest (or a mapping of its fields) or keyword fields, "
+                "not both"
+            )
         return await self._generate(_coerce(request if request is not None else fields))
 
     async def generate_many(
@@ -321,7 +327,16 @@ class AsyncPersonaClient:
             return error
 
     async def _generate(self, request: PersonaRequest) -> Persona:
-        session = self._ensure_open()
+        try:
+            return await self._call(request)
+        except SunoPersonaError as error:
+            # On Python 3.10 a coroutine may still see, as the exception being handled, a
+            # foreign one its task was woken with; our errors must not chain it.
+            _detach(error)
+            raise
+
+    async def _call(self, request: PersonaRequest) -> Persona:
+        session = await self._ensure_open()
         prepared = _protocol.build_request(request, api_key=self._api_key)
         now = self._clock()
         call = _Call(
@@ -455,15 +470,13 @@ class AsyncPersonaClient:
             # Our own session already applies self._timeout; only a shorter one, or a
             # session of the user's, needs a timeout of its own on the request.
             own_timeout = timeout == self._timeout and session is not self._user_session
-            status: int | None = None
             try:
-                status, headers, body = await _send(
-                    session, call.url, call.prepared, None if own_timeout else timeout, self
-                )
-                persona = _protocol.parse_response(
-                    status, headers, body, request=call.request, now=time.time()
+                status, persona = await self._exchange(
+                    session, call, None if own_timeout else timeout
                 )
             except SunoPersonaError as error:
+                _redact(error, self._api_key)
+                _detach(error)
                 passage.report(*_answer_of(error))
                 if self._hooks:
                     self._emit(
@@ -471,11 +484,13 @@ class AsyncPersonaClient:
                             request=call.request,
                             attempt=number,
                             elapsed=self._clock() - now,
-                            http_status=getattr(error, "http_status", status),
+                            http_status=getattr(error, "http_status", None),
                             error=error,
                         )
                     )
-                raise
+                # Without the frames below this one: their locals hold the reply, which
+                # may echo the key, and that is what a traceback with locals would show.
+                raise error.with_traceback(None)  # noqa: B904 - the same error, fewer frames
             passage.report(Answer.ACCEPTED)
             if self._budget is not None:
                 self._budget.succeeded()
@@ -491,15 +506,61 @@ class AsyncPersonaClient:
                 )
             return persona
 
-    def _ensure_open(self) -> aiohttp.ClientSession:
+    async def _exchange(
+        self, session: aiohttp.ClientSession, call: _Call, timeout: float | None
+    ) -> tuple[int, Persona]:
+        """Send and parse: the raw reply, which may echo the key, lives only in this frame."""
+        status, headers, body = await _send(session, call.url, call.prepared, timeout, self)
+        persona = _protocol.parse_response(
+            status, headers, body, request=call.request, now=time.time()
+        )
+        return status, persona
+
+    async def _ensure_open(self) -> aiohttp.ClientSession:
         if self._closed:
             raise SunoPersonaError("the client is closed")
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_concurrency or 0),
-                timeout=_attempt_timeout(aiohttp.ClientTimeout(), self._timeout),
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            await self._bind(loop)
+        session = self._session
+        if session is None or (session.closed and session is not self._user_session):
+            limit = self._max_concurrency or 0
+            session = self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=limit),
+                timeout=_transport.attempt_timeout(aiohttp.ClientTimeout(), self._timeout),
             )
-        return self._session
+            # Closes the session when its loop shuts down (asyncio.run does that), so a
+            # client outliving its loop leaves no connection of that loop open.
+            self._watcher = _close_at_shutdown(session)
+            await anext(self._watcher)
+        return session
+
+    async def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make ``loop`` the client's loop, unless the loop it is bound to still runs."""
+        previous = self._loop
+        if previous is not None and previous.is_running():
+            raise SunoPersonaError(
+                "this client is bound to another event loop that is still running (in "
+                "another thread?); use one client per event loop"
+            )
+        user = self._user_session
+        if user is not None and getattr(user, "_loop", loop) is not loop:
+            raise SunoPersonaError(
+                "the session passed to the client belongs to another event loop; create the "
+                "aiohttp session in the loop that uses the client (or let the client make one)"
+            )
+        stale, self._session = self._session, user
+        watcher, self._watcher = self._watcher, None
+        self._loop = loop
+        if previous is not None:
+            self._throttle.rebind()
+        if stale is not None and stale is not user:
+            # The session belonged to the ended loop: close what can still be closed.
+            with contextlib.suppress(Exception):
+                await stale.close()
+        if watcher is not None:
+            with contextlib.suppress(Exception):
+                await watcher.aclose()
 
 
 async def _send(
@@ -509,18 +570,17 @@ async def _send(
     timeout: float | None,
     client: AsyncPersonaClient,
 ) -> tuple[int, Mapping[str, str], bytes]:
-    """One HTTP exchange; every foreign failure comes out as one of our errors.
+    """One HTTP exchange through the transport; see :func:`_transport.send`.
 
-    ``timeout`` bounds the whole exchange, body included; ``None`` leaves the session's.
     A cancellation that comes from closing ``client`` (aiohttp cancels what waits on the
     connections it closes) is our error; the caller's own cancellation propagates.
     """
     try:
-        return await _exchange(session, url, prepared, timeout)
+        return await _transport.send(session, url, prepared, timeout)
     except asyncio.CancelledError:
         if not client.closed or _cancelling():
             raise
-        raise SunoPersonaError("the client was closed while the call was in flight") from None
+    raise SunoPersonaError("the client was closed while the call was in flight")
 
 
 def _cancelling() -> bool:
@@ -533,85 +593,26 @@ def _cancelling() -> bool:
     return cancelling is not None and cancelling() > 0
 
 
-async def _exchange(
-    session: aiohttp.ClientSession,
-    url: str,
-    prepared: _protocol.PreparedRequest,
-    timeout: float | None,
-) -> tuple[int, Mapping[str, str], bytes]:
-    options: dict[str, Any] = {}
-    if timeout is not None:
-        options["timeout"] = _attempt_timeout(session.timeout, timeout)
+async def _close_at_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    """Suspends until closed; the loop's ``shutdown_asyncgens`` then closes ``session``."""
     try:
-        async with session.request(
-            prepared.method,
-            url,
-            data=prepared.body,
-            headers=prepared.headers,
-            allow_redirects=False,
-            **options,
-        ) as response:
-            body = await _read_capped(response)
-            return response.status, response.headers, body
-    except aiohttp.ConnectionTimeoutError as error:
-        raise APITimeoutError(f"timed out connecting: {error}", sent=False) from error
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as error:
-        raise APITimeoutError("no complete reply within the attempt's timeout") from error
-    except aiohttp.ClientConnectorError as error:
-        raise APIConnectionError(
-            f"could not connect: {error.strerror or error}", sent=False
-        ) from error
-    except RuntimeError as error:
+        yield
+    finally:
         if not session.closed:
-            raise
-        raise SunoPersonaError("the client was closed while the call was in flight") from error
-    except aiohttp.ClientResponseError as error:
-        _forget_request_headers(error)
-        raise InvalidResponseError(
-            f"malformed reply: {error.message}", http_status=error.status
-        ) from error
-    except aiohttp.ClientError as error:
-        raise APIConnectionError(f"connection failed: {type(error).__name__}: {error}") from error
+            await session.close()
 
 
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-    declared = response.content_length
-    if declared is not None and declared > MAX_BODY_BYTES:
-        raise InvalidResponseError(
-            f"reply body of {declared} bytes exceeds the {MAX_BODY_BYTES}-byte cap",
-            http_status=response.status,
-        )
-    if declared is not None and "Content-Encoding" not in response.headers:
-        return await response.read()
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await response.content.read(_CHUNK):
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise InvalidResponseError(
-                f"reply body exceeds the {MAX_BODY_BYTES}-byte cap", http_status=response.status
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _detach(error: SunoPersonaError) -> None:
+    """Chain nothing: a foreign exception's frames may hold the key in their locals."""
+    error.__cause__ = None
+    error.__context__ = None
 
 
-def _attempt_timeout(base: aiohttp.ClientTimeout, total: float) -> aiohttp.ClientTimeout:
-    """``base`` bounded to ``total`` seconds, the connect phase to 90% of them.
-
-    When connecting takes that long, aiohttp raises its connect timeout, which tells us
-    nothing was sent (so the attempt may be retried); the total timeout could not tell.
-    """
-    connect = _CONNECT_SHARE * total
-    if base.sock_connect is not None:
-        connect = min(connect, base.sock_connect)
-    return attrs.evolve(base, total=total, sock_connect=connect)
-
-
-def _forget_request_headers(error: aiohttp.ClientResponseError) -> None:
-    """Drop the request's headers (the key among them) from an exception we chain."""
-    info = error.request_info
-    empty: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
-    error.request_info = aiohttp.RequestInfo(info.url, info.method, empty, info.real_url)
+def _redact(error: SunoPersonaError, secret: str) -> None:
+    """Replace ``secret`` (the API key) in the error's message, where a reply may echo it."""
+    if secret in error.message:
+        error.message = error.message.replace(secret, "***")
+        error.args = (error.message,)
 
 
 def _answer_of(error: SunoPersonaError) -> tuple[Answer, float | None]:
@@ -637,48 +638,3 @@ def _coerce(request: PersonaRequest | Mapping[str, Any]) -> PersonaRequest:
     if isinstance(request, PersonaRequest):
         return request
     return PersonaRequest.from_dict(request)
-
-
-def _env(name: str) -> str | None:
-    return os.environ.get(name) or None
-
-
-def _check_api_key(key: str | None) -> str:
-    if key is None:
-        raise SunoPersonaError(
-            "no API key: pass api_key=... or set the SUNO_API_KEY environment variable"
-        )
-    if not isinstance(key, str):
-        raise SunoPersonaError(f"the API key must be a string, not {type(key).__name__}")
-    if not key.strip():
-        raise SunoPersonaError("the API key is empty (api_key or SUNO_API_KEY)")
-    if not key.isprintable():
-        raise SunoPersonaError(
-            "the API key contains control characters or unprintable ones (api_key or SUNO_API_KEY)"
-        )
-    return key
-
-
-def _check_base_url(url: str, *, allow_insecure_http: bool) -> str:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - parsing the port is the check
-    except ValueError as error:
-        raise SunoPersonaError(f"base_url {url!r} is not a valid URL: {error}") from None
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise SunoPersonaError(f"base_url must be an http(s) URL with a host, got {url!r}")
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
-        raise SunoPersonaError(
-            f"base_url {url!r} uses plain http to a host that is not loopback, which would send "
-            "the API key unencrypted; use https, or pass allow_insecure_http=True"
-        )
-    return url.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

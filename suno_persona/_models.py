@@ -15,6 +15,8 @@ __all__ = ["Persona", "PersonaRequest"]
 NAME_MAX = 100
 DESCRIPTION_MAX = 1000
 STYLE_MAX = 1000
+SECONDS_INT_MAX = 2**53
+"""The largest int accepted as seconds: every int up to it is exactly a JSON double."""
 
 
 def _check_text(field: str, value: object, *, max_len: int | None, required: bool) -> None:
@@ -24,6 +26,8 @@ def _check_text(field: str, value: object, *, max_len: int | None, required: boo
         raise RequestValidationError(field, f"must be a string, not {type(value).__name__}")
     if required and not value:
         raise RequestValidationError(field, "must not be empty")
+    if required and not value.strip():
+        raise RequestValidationError(field, "must not be blank (only whitespace)")
     if max_len is not None and len(value) > max_len:
         raise RequestValidationError(
             field, f"must be at most {max_len} characters, got {len(value)}"
@@ -58,6 +62,10 @@ def _check_seconds(_inst: object, attribute: attrs.Attribute[Any], value: object
         )
     if isinstance(value, float) and not math.isfinite(value):
         raise RequestValidationError(field, f"must be finite, got {value!r}")
+    if isinstance(value, int) and abs(value) > SECONDS_INT_MAX:
+        raise RequestValidationError(
+            field, f"an int must be >= 0 and at most 2**53 ({SECONDS_INT_MAX}), exact in JSON"
+        )
     if value < 0:
         raise RequestValidationError(field, f"must be >= 0, got {value!r}")
 
@@ -82,9 +90,10 @@ class PersonaRequest:
     Attributes:
         task_id: Id of the finished music-generation task, e.g. ``"task_12345678"``.
         suno_id: Suno song id inside that task, e.g. ``"suno_abc123"``.
-        name: The persona's name, 1 to 100 characters.
+        name: The persona's name, 1 to 100 characters, not only whitespace.
         description: Optional description, at most 1000 characters.
-        vocal_start: Optional start of the vocal section in seconds (``>= 0``).
+        vocal_start: Optional start of the vocal section in seconds (``>= 0``; finite,
+            and an int at most ``2**53``, so that JSON carries it exactly).
         vocal_end: Optional end of the vocal section in seconds (``>= 0``, and greater
             than ``vocal_start`` when both are given).
         style: Optional style, at most 1000 characters.

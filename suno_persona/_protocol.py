@@ -60,18 +60,18 @@ def build_request(request: PersonaRequest, *, api_key: str) -> PreparedRequest:
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
     """Return the seconds a ``Retry-After`` value asks for, or ``None`` when absent or invalid.
 
-    Accepts delay-seconds (a decimal fraction is tolerated) and an HTTP date, which is
-    measured against ``now`` (seconds since the epoch). A date in the past means 0.
+    Accepts the two forms of RFC 9110: delay-seconds (ASCII digits only: no sign, fraction,
+    exponent, underscore or other script's digits) and an HTTP date, which is measured
+    against ``now`` (seconds since the epoch). A date in the past means 0.
     """
     if value is None:
         return None
     text = value.strip()
-    try:
+    if not text.isascii():
+        return None
+    if text.isdigit():
         seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+        return seconds if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -117,15 +117,16 @@ async def test_each_fault_is_one_typed_error(fault, error_cls):
 
 
 @pytest.mark.parametrize("fault", ["reset", "half_headers", "no_reply", "truncated", "stall"])
-async def test_connection_faults_are_raised_from_the_original(fault):
-    """A broken exchange keeps the foreign exception as __cause__, and says it may be sent."""
+async def test_connection_faults_name_the_original_and_chain_nothing(fault):
+    """A broken exchange says it may be sent and names the foreign exception in its
+    message; it chains nothing, since aiohttp's frames hold the key in their locals."""
     async with FaultServer.always(fault) as server, client_for(server.base_url) as client:
         error = await outcome(client)
     assert isinstance(error, sp.APIConnectionError)
     assert error.sent is True
     assert error.retryable is False
-    assert error.__cause__ is not None
-    assert not isinstance(error.__cause__, sp.SunoPersonaError)
+    assert (error.__cause__, error.__context__) == (None, None)
+    assert "Error" in error.message
 
 
 @pytest.mark.parametrize("fault", ["bad_status_line", "bad_chunk"])
@@ -312,17 +313,14 @@ async def test_redirect_to_another_host_never_carries_the_key(status, server):
         "http://127.0.0.1.nip.io",
         "http://localhost-evil.test",
         "http://evillocalhost",
-        "http://127.0.0.1@evil.test",
-        "http://localhost:80@evil.test",
-        "http://evil.test#@127.0.0.1",
-        "http://evil.test?@localhost",
         "http://evil.test/127.0.0.1",
         "http://0.0.0.0:8080",
         "http://[::]:8080",
     ],
 )
 def test_plain_http_to_a_lookalike_host_is_refused(url):
-    """A host that only looks like loopback gets no key in clear, unless opted in."""
+    """A host that only looks like loopback gets no key in clear, unless opted in. (Look-alikes
+    made with user info, a query or a fragment are refused outright: see test_config.)"""
     with pytest.raises(sp.SunoPersonaError, match="allow_insecure_http"):
         sp.AsyncPersonaClient(KEY, base_url=url)
     assert sp.AsyncPersonaClient(KEY, base_url=url, allow_insecure_http=True)
@@ -578,7 +576,7 @@ async def test_breaking_out_of_as_completed_leaves_nothing():
 
 async def test_close_during_backoff_ends_the_call_with_our_error(server):
     """close() while a call sleeps before a retry ends that call with SunoPersonaError."""
-    server.script.append((429, {"code": 429, "message": "wait"}, {"Retry-After": "0.5"}))
+    server.script.append((429, {"code": 429, "message": "wait"}, {"Retry-After": "1"}))
     client = client_for(server.base_url, retry=sp.RetryPolicy(initial_delay=0.001, max_delay=1))
     call = asyncio.ensure_future(client.generate_persona(**FIELDS))
     await server.got_request.wait()

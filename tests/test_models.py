@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import attrs
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import suno_persona as sp
+from suno_persona import _protocol
 
 BASE = {"task_id": "task_12345678", "suno_id": "suno_abc123", "name": "Neon Siren"}
 
@@ -127,7 +129,9 @@ def test_from_dict_builds_the_same_request():
 
 # -- properties ------------------------------------------------------------------------------
 
-text_ok = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
+text_ok = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40
+).filter(str.strip)
 seconds = st.one_of(
     st.integers(min_value=0, max_value=10_000),
     st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False),
@@ -140,7 +144,9 @@ def valid_fields(draw):
         "task_id": draw(text_ok),
         "suno_id": draw(text_ok),
         "name": draw(
-            st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=100)
+            st.text(
+                alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=100
+            ).filter(str.strip)
         ),
     }
     if draw(st.booleans()):
@@ -223,3 +229,51 @@ def test_required_text_must_be_a_nonempty_string(fields, field, value):
     with pytest.raises(sp.RequestValidationError) as info:
         sp.PersonaRequest(**fields)
     assert info.value.field == field
+
+
+# -- issue 10: numbers JSON carries exactly, and blank required text ---------------------------
+
+
+@pytest.mark.parametrize("field", ["vocal_start", "vocal_end"])
+@pytest.mark.parametrize(
+    "value",
+    [2**53 + 1, 10**400, 10**5000, -(10**5000)],
+    ids=["2**53+1", "1e400", "1e5000", "-1e5000"],
+)
+def test_ints_beyond_what_a_double_holds_exactly_are_refused(field, value):
+    """10**5000 used to pass and make encoding raise ValueError; 10**400 went out as a number
+    no double can hold. Ints are accepted up to 2**53, and the error names the rule."""
+    with pytest.raises(sp.RequestValidationError, match=r"at most 2\*\*53") as info:
+        make(**{field: value})
+    assert info.value.field == field
+
+
+def test_the_largest_exact_int_is_accepted_and_sent_exactly():
+    """2**53 is the largest int every double represents exactly: accepted, encoded as is."""
+    request = make(vocal_start=2**53 - 1, vocal_end=2**53)
+    body = _protocol.build_request(request, api_key="k").body
+    assert json.loads(body)["vocal_end"] == 2**53
+    assert float(json.loads(body)["vocal_end"]) == 2**53
+
+
+async def test_a_huge_int_fails_its_own_request_only_in_a_batch(persona_emulator):
+    """In generate_many, 10**5000 is that request's RequestValidationError, not the batch's."""
+    async with sp.AsyncPersonaClient("sk-test", base_url=persona_emulator.base_url) as client:
+        outcomes = await client.generate_many([{**BASE, "vocal_start": 10**5000}, BASE])
+    assert isinstance(outcomes[0], sp.RequestValidationError)
+    assert outcomes[0].field == "vocal_start"
+    assert isinstance(outcomes[1], sp.Persona)
+
+
+@pytest.mark.parametrize("field", ["task_id", "suno_id", "name"])
+@pytest.mark.parametrize("value", [" ", "\t\n", "\u3000", "\u00a0 \u2003"])
+def test_blank_required_text_is_refused(field, value):
+    """A required string of only whitespace is refused like an empty one."""
+    with pytest.raises(sp.RequestValidationError, match="must not be blank") as info:
+        make(**{field: value})
+    assert info.value.field == field
+
+
+def test_required_text_with_surrounding_spaces_is_kept_as_is():
+    """Only blank text is refused; text with spaces around it is sent unchanged."""
+    assert make(name=" Neon ").name == " Neon "

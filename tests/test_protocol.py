@@ -186,7 +186,7 @@ class TestErrors:
 class TestRetryAfter:
     @pytest.mark.parametrize(
         ("value", "expected"),
-        [("0", 0.0), ("12", 12.0), (" 7 ", 7.0), ("1.5", 1.5), (None, None), ("", None)],
+        [("0", 0.0), ("12", 12.0), (" 7 ", 7.0), (None, None), ("", None)],
     )
     def test_seconds(self, value, expected):
         """Delay-seconds are read as seconds; absent or empty is None."""
@@ -238,3 +238,25 @@ def test_parser_yields_only_a_persona_or_a_library_error(status, headers, body):
         return
     assert isinstance(result, sp.Persona)
     assert result.persona_id
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1_000", "+7", "1e3", "1.5", "0x10", "\u0663", "\uff15", "1\u0663", "\u0661\u0662", "7 7"],
+)
+def test_retry_after_takes_ascii_digits_only(value):
+    """RFC 9110 delay-seconds is 1*DIGIT: what float() also takes (underscores, a sign, an
+    exponent, a fraction, other scripts' digits) is ignored."""
+    assert _protocol.parse_retry_after(value, now=NOW) is None
+
+
+def test_retry_after_date_with_non_ascii_digits_is_ignored():
+    """The HTTP-date form is ASCII too."""
+    value = "Fri, \uff12\uff17 Nov 2026 10:00:00 GMT"
+    assert _protocol.parse_retry_after(value, now=NOW) is None
+
+
+def test_retry_after_of_many_digits_is_ignored_not_an_error():
+    """A delay too large for a float is not a delay."""
+    assert _protocol.parse_retry_after("9" * 5000, now=NOW) is None
+    assert _protocol.parse_retry_after("0" * 5000 + "3", now=NOW) == 3.0

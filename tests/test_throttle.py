@@ -495,11 +495,11 @@ class TestAgainstAServer:
         while the server saw few: they timed out waiting for a pooled connection."""
         runner, url = await slow_server(0.05)
         try:
-            async with sp.AsyncPersonaClient("k", base_url=url, timeout=0.5) as client:
+            async with sp.AsyncPersonaClient("k", base_url=url, timeout=1.0) as client:
                 requests = [
-                    sp.PersonaRequest(**{**FIELDS, "suno_id": f"s{i}"}) for i in range(1500)
+                    sp.PersonaRequest(**{**FIELDS, "suno_id": f"s{i}"}) for i in range(2500)
                 ]
-                results = await client.generate_many(requests, concurrency=1500)
+                results = await client.generate_many(requests, concurrency=2500)
         finally:
             await runner.cleanup()
         assert all(isinstance(r, sp.Persona) for r in results), next(

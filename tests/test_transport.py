@@ -8,10 +8,13 @@ import re
 
 import aiohttp
 import pytest
+import yarl
 from aioresponses import aioresponses
 from aioresponses import core as aioresponses_core
+from multidict import CIMultiDict, CIMultiDictProxy
 
 import suno_persona as sp
+from suno_persona import _transport
 
 BASE = "https://api.example.test"
 URL = BASE + "/api/v1/client/job/suno-persona-generate"
@@ -135,17 +138,19 @@ async def test_connection_broken_after_sending_is_not_retried(mocked, client):
         await client.generate_persona(**FIELDS)
     assert info.value.sent is True
     assert info.value.attempts == 1
-    assert isinstance(info.value.__cause__, aiohttp.ServerDisconnectedError)
+    assert "ServerDisconnectedError" in info.value.message
+    assert info.value.__cause__ is None
 
 
 async def test_timeout_is_an_api_timeout_error(mocked, client):
-    """A timeout becomes APITimeoutError, raised from the original, not retried by default."""
+    """A timeout becomes APITimeoutError naming the original, not retried by default."""
     mocked.post(URL, exception=asyncio.TimeoutError())
     mocked.post(URL, payload=OK)
     with pytest.raises(sp.APITimeoutError) as info:
         await client.generate_persona(**FIELDS)
     assert info.value.attempts == 1
-    assert isinstance(info.value.__cause__, asyncio.TimeoutError)
+    assert "TimeoutError" in info.value.message
+    assert info.value.__cause__ is None
 
 
 async def test_timeout_is_retried_when_opted_in(mocked, fake_time):
@@ -207,3 +212,88 @@ async def test_base_url_path_prefix_is_kept(mocked):
     async with sp.AsyncPersonaClient("k", base_url="https://proxy.test/suno/") as client:
         assert client.base_url == "https://proxy.test/suno"
         await client.generate_persona(**FIELDS)
+
+
+# -- issue 10: the one place where foreign exceptions become ours ----------------------------
+
+
+def _subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_subclasses(sub))
+    return sorted(set(found), key=lambda c: (c.__module__, c.__qualname__))
+
+
+def _instance(cls: type[aiohttp.ClientError]) -> aiohttp.ClientError:
+    """An instance of any aiohttp.ClientError subclass, whatever its constructor wants."""
+    key = aiohttp.client_reqrep.ConnectionKey("api.example.test", 443, True, None, None, None, None)
+    info = aiohttp.RequestInfo(
+        yarl.URL(URL), "POST", CIMultiDictProxy(CIMultiDict({"x-api-key": "sk-secret-key"}))
+    )
+    attempts = [
+        (),
+        ("reason",),
+        (key, OSError(111, "refused")),
+        (key, OSError(111, "refused"), "fingerprint"),
+        ("/run/api.sock", key, OSError(111, "refused")),
+        (info, ()),
+        (yarl.URL(URL),),
+        (b"expected", b"got", "host", 443),
+        (info, (), "", {}),
+    ]
+    for args in attempts:
+        try:
+            error = cls(*args)
+            str(error)
+        except Exception:  # noqa: S112 - trying the next constructor
+            continue
+        return error
+    raise AssertionError(f"no recipe to build {cls!r}: add one above")
+
+
+CLIENT_ERRORS = [aiohttp.ClientError, *_subclasses(aiohttp.ClientError)]
+
+
+@pytest.mark.parametrize("cls", CLIENT_ERRORS, ids=lambda c: c.__qualname__)
+def test_every_aiohttp_client_error_becomes_one_of_ours(cls):
+    """Each aiohttp.ClientError subclass (walked, not listed) maps to a SunoPersonaError that
+    names it, holds no key, and chains nothing."""
+    error = _instance(cls)
+    ours = _transport.translate(error)
+    assert isinstance(ours, sp.SunoPersonaError)
+    assert type(ours) is not sp.SunoPersonaError, "a client error is a connection or reply fault"
+    assert "sk-secret-key" not in f"{ours!s} {ours!r}"
+    assert (ours.__cause__, ours.__context__) == (None, None)
+
+
+def test_known_client_errors_map_to_their_kind():
+    """Connect failures are unsent; timeouts are timeouts; a malformed reply is invalid."""
+    key = aiohttp.client_reqrep.ConnectionKey("api.example.test", 443, True, None, None, None, None)
+    refused = _transport.translate(aiohttp.ClientConnectorError(key, OSError(111, "refused")))
+    assert type(refused) is sp.APIConnectionError
+    assert refused.sent is False
+    connect_timeout = _transport.translate(aiohttp.ConnectionTimeoutError("slow"))
+    assert type(connect_timeout) is sp.APITimeoutError
+    assert connect_timeout.sent is False
+    assert type(_transport.translate(asyncio.TimeoutError())) is sp.APITimeoutError
+    assert type(_transport.translate(aiohttp.SocketTimeoutError())) is sp.APITimeoutError
+    assert type(_transport.translate(aiohttp.ServerDisconnectedError())) is sp.APIConnectionError
+    info = aiohttp.RequestInfo(yarl.URL(URL), "POST", CIMultiDictProxy(CIMultiDict()))
+    bad = _transport.translate(aiohttp.ClientResponseError(info, (), status=0, message="bad"))
+    assert type(bad) is sp.InvalidResponseError
+
+
+def test_a_foreign_non_client_error_is_ours_too():
+    """Anything else the exchange raises is still a SunoPersonaError, naming the original."""
+    ours = _transport.translate(RuntimeError("boom"))
+    assert type(ours) is sp.SunoPersonaError
+    assert "RuntimeError: boom" in ours.message
+    closed = _transport.translate(RuntimeError("Session is closed"), session_closed=True)
+    assert "closed while the call was in flight" in closed.message
+
+
+async def test_a_mapping_with_keyword_fields_names_both_forms(client):
+    """The refusal names the mapping form too, not only PersonaRequest."""
+    with pytest.raises(TypeError, match="a mapping of its fields"):
+        await client.generate_persona(FIELDS, name="x")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Final
 
 import attrs
 
-from suno_persona import AsyncPersonaClient, RetryPolicy, SunoPersonaError
+from suno_persona import AsyncPersonaClient, RetryPolicy, SunoPersonaError, _config
 from suno_persona._cli._console import Secrets
 
 __all__ = [
@@ -46,8 +45,8 @@ def from_environment(api_key: str | None, base_url: str | None) -> tuple[str | N
     ``SUNO_API_KEY`` and ``SUNO_API_BASE_URL``; an empty value counts as none.
     """
     return (
-        api_key or os.environ.get("SUNO_API_KEY") or None,
-        base_url or os.environ.get("SUNO_API_BASE_URL") or None,
+        api_key or _config.env("SUNO_API_KEY"),
+        base_url or _config.env("SUNO_API_BASE_URL"),
     )
 
 
