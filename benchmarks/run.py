@@ -48,11 +48,13 @@ LIBRARY_MAX_ATTEMPTS = 50
 LIBRARY_MAX_DELAY = 10.0
 
 CONTENDERS = ("raw", "recipe", "suno_persona")
+UNTHROTTLED = "suno_persona (throttle=None)"
 TARGET_TIME_RATIO = 1.25
 TARGET_429_PER_REQUEST = 0.10
 TARGET_455_SLACK = 10
 TARGET_AFTER_WINDOW = 1.5
-TARGET_CPU_RATIO = 1.25
+TARGET_CPU_RATIO = 1.10
+TARGET_SLOW_RATIO = 1.2
 
 
 @dataclass(frozen=True)
@@ -66,16 +68,107 @@ class Scenario:
     window: float = 0.0
     warmup: int = 0
     repeat: int = 1
+    retry_after: bool = False
+    latency: float = 0.0
+    schedule: tuple[tuple[float, float], ...] = ()  # (rate, seconds); the last one lasts
+    blip_at: float = -1.0
+    blip_times: int = 0
+    report: str = "rate"
+    contenders: tuple[str, ...] = ()  # default: the command line's
 
     @property
     def ideal(self) -> float:
-        return max(0, self.requests - self.burst) / self.rate if self.rate else math.nan
+        """Seconds the server's limit needs to accept every request (after its burst)."""
+        if not self.schedule:
+            return max(0, self.requests - self.burst) / self.rate if self.rate else math.nan
+        left, elapsed = self.requests - self.burst, 0.0
+        for index, (rate, seconds) in enumerate(self.schedule):
+            last = index == len(self.schedule) - 1
+            if last or left <= rate * seconds:
+                return elapsed + left / rate
+            left -= rate * seconds
+            elapsed += seconds
+        return elapsed  # pragma: no cover
+
+    def reset_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"rate": self.rate, "burst": self.burst}
+        if self.retry_after:
+            params["retry_after"] = 1
+        if self.latency:
+            params["latency"] = self.latency
+        if self.schedule:
+            params["schedule"] = ",".join(f"{r:g}:{s:g}" for r, s in self.schedule)
+        if self.blip_times:
+            params["blip_at"], params["blip_times"] = self.blip_at, self.blip_times
+        return params
+
+    def describe(self) -> str:
+        if self.schedule:
+            limit = " -> ".join(f"{r:g}/s for {s:g} s" for r, s in self.schedule[:-1])
+            limit += f" -> {self.schedule[-1][0]:g}/s"
+            limit = f"a limit that changes: {limit}, burst {self.burst}"
+        else:
+            limit = f"token bucket {self.rate:g} requests/s, burst {self.burst}"
+        extra = []
+        extra.append(
+            "429 with Retry-After (whole seconds)"
+            if self.retry_after
+            else "429 without Retry-After"
+        )
+        if self.blip_times:
+            extra.append(
+                f"{self.blip_times} extra 429s with Retry-After: 1 at t = {self.blip_at:g} s"
+            )
+        return f"Server: {limit}, {', '.join(extra)}"
 
 
 SCENARIOS = {
     "rate": Scenario("rate", "Rate limit", requests=300, concurrency=32, rate=50.0, burst=10),
-    "maintenance": Scenario("maintenance", "Maintenance window", 100, 50, window=2.0),
-    "cpu": Scenario("cpu", "Client CPU", requests=2000, concurrency=32, warmup=200, repeat=7),
+    "retry_after": Scenario(
+        "retry_after",
+        "Rate limit with Retry-After",
+        requests=300,
+        concurrency=32,
+        rate=50.0,
+        burst=10,
+        retry_after=True,
+    ),
+    "blip": Scenario(
+        "blip",
+        "Two 429s in a long run at the limit",
+        requests=400,
+        concurrency=32,
+        rate=50.0,
+        burst=10,
+        retry_after=True,
+        blip_at=2.0,
+        blip_times=2,
+    ),
+    "changing": Scenario(
+        "changing",
+        "A limit that changes",
+        requests=650,
+        concurrency=32,
+        rate=50.0,
+        burst=10,
+        retry_after=True,
+        schedule=((50.0, 4.0), (10.0, 4.0), (100.0, 4.0)),
+    ),
+    "slow": Scenario(
+        "slow",
+        "A slow API (0.2 s per answer)",
+        requests=200,
+        concurrency=100,
+        latency=0.2,
+        report="slow",
+        contenders=("suno_persona", UNTHROTTLED),
+    ),
+    "maintenance": Scenario(
+        "maintenance", "Maintenance window", 100, 50, window=2.0, report="maintenance"
+    ),
+    "cpu": Scenario(
+        "cpu", "Client CPU", requests=2000, concurrency=32, warmup=200, repeat=7, report="cpu"
+    ),
 }
 
 
@@ -209,9 +302,9 @@ class Library:
             return []
         return [self.module.PersonaRequest(**body) for body in bodies]
 
-    async def run(self, base_url: str, work: Workload) -> Outcome:
+    async def run(self, base_url: str, work: Workload, **extra: Any) -> Outcome:
         sp = self.module
-        options: dict[str, Any] = {"api_key": API_KEY, "base_url": base_url}
+        options: dict[str, Any] = {"api_key": API_KEY, "base_url": base_url, **extra}
         if self.policy is not None:
             options["retry"] = self.policy
         async with sp.AsyncPersonaClient(**options) as client:
@@ -274,7 +367,7 @@ class Control:
             return await response.json()
 
     async def reset(self, scenario: Scenario) -> None:
-        await self._call("POST", "reset", rate=scenario.rate, burst=scenario.burst)
+        await self._call("POST", "reset", **scenario.reset_params())
 
     async def maintenance(self, seconds: float) -> None:
         await self._call("POST", "maintenance", seconds=seconds)
@@ -358,6 +451,11 @@ async def run_all(args: argparse.Namespace, library: Library) -> dict[str, list[
     contenders: dict[str, Contender] = {"raw": run_raw, "recipe": run_recipe}
     if library.module is not None:
         contenders["suno_persona"] = library.run
+
+        async def unthrottled(base_url: str, work: Workload) -> Outcome:
+            return await library.run(base_url, work, throttle=None)
+
+        contenders[UNTHROTTLED] = unthrottled
     deadline = time.monotonic() + args.budget
     results: dict[str, list[list[Measurement]]] = {}
     async with local_server() as base_url, aiohttp.ClientSession() as session:
@@ -365,7 +463,7 @@ async def run_all(args: argparse.Namespace, library: Library) -> dict[str, list[
             base_url, Control(session, base_url), library, contenders, args.timeout, deadline
         )
         for scenario in args.scenarios:
-            names = list(args.contenders)
+            names = list(scenario.contenders or args.contenders)
             if scenario.name == "cpu" and "raw" not in names:
                 names.insert(0, "raw")
             runs: dict[str, list[Measurement]] = {name: [] for name in names}
@@ -437,11 +535,39 @@ def report_rate(scenario: Scenario, groups: list[list[Measurement]]) -> str:
                 _fmt(_median(runs, lambda m: m.total_http), ".0f"),
             ]
         rows.append(row)
+    targets = f"time / ideal <= {TARGET_TIME_RATIO}, 429s per request <= "
+    targets += f"{TARGET_429_PER_REQUEST}"
+    if scenario.name == "rate":
+        targets = "time / ideal <= 1.05, 429s per request <= 0.06"
+    if scenario.blip_times:
+        targets += ", nothing lost"
     intro = (
-        f"Server: token bucket {scenario.rate:g} requests/s, burst {scenario.burst}, "
-        f"429 without Retry-After. Ideal time ({scenario.requests} - {scenario.burst}) / "
-        f"{scenario.rate:g} = {scenario.ideal:.2f} s. Targets: time / ideal <= "
-        f"{TARGET_TIME_RATIO}, 429s per request <= {TARGET_429_PER_REQUEST}."
+        f"{scenario.describe()}. Ideal time (the limit accepting all {scenario.requests} "
+        f"requests after its burst): {scenario.ideal:.2f} s. Targets: {targets}."
+    )
+    return f"{intro}\n\n{_table(header, rows)}"
+
+
+def report_slow(scenario: Scenario, groups: list[list[Measurement]]) -> str:
+    header = ["contender", "succeeded", "time (s)", "ratio to throttle=None"]
+    baseline = next((runs for runs in groups if runs[0].contender == UNTHROTTLED), [])
+    base = _median(baseline, lambda m: m.wall) if baseline else math.nan
+    rows = []
+    for runs in groups:
+        row = _failed_row(runs, len(header))
+        if row is None:
+            wall = _median(runs, lambda m: m.wall)
+            row = [
+                runs[0].contender,
+                _succeeded(runs, scenario.requests),
+                _fmt(wall),
+                _check(wall / base, TARGET_SLOW_RATIO),
+            ]
+        rows.append(row)
+    intro = (
+        f"Server: no limit, every answer after {scenario.latency:g} s. The same client with "
+        f"and without its throttle. Target: within {TARGET_SLOW_RATIO} x throttle=None "
+        "(the slow start must not throttle a slow API)."
     )
     return f"{intro}\n\n{_table(header, rows)}"
 
@@ -497,7 +623,12 @@ def report_cpu(scenario: Scenario, groups: list[list[Measurement]]) -> str:
     return f"{intro}\n\n{_table(header, rows)}"
 
 
-REPORTS = {"rate": report_rate, "maintenance": report_maintenance, "cpu": report_cpu}
+REPORTS = {
+    "rate": report_rate,
+    "slow": report_slow,
+    "maintenance": report_maintenance,
+    "cpu": report_cpu,
+}
 
 
 def _failure_notes(groups: list[list[Measurement]]) -> list[str]:
@@ -543,11 +674,11 @@ def render(args: argparse.Namespace, library: Library, results: dict[str, Any]) 
         heading += f", concurrency {scenario.concurrency}"
         if scenario.repeat > 1:
             heading += f" (median of {scenario.repeat} runs)"
-        parts += ["", heading, "", REPORTS[scenario.name](scenario, groups)]
+        parts += ["", heading, "", REPORTS[scenario.report](scenario, groups)]
         notes = _failure_notes(groups)
         if "suno_persona" in args.contenders:
             notes += library.notes
-        if scenario.name != "cpu" and "raw" in args.contenders:
+        if scenario.name not in ("cpu", "slow") and "raw" in args.contenders:
             notes.append("raw sends a 429 or 455 again at once, with no backoff.")
         if notes:
             parts += ["", *(f"- {note}" for note in notes)]
@@ -566,7 +697,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeat", type=int, help="runs per contender, median shown (default 1, cpu 7)"
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="cap per run, seconds")
-    parser.add_argument("--budget", type=float, help="cap for everything (default 180 s)")
+    parser.add_argument("--budget", type=float, help="cap for everything (default 600 s)")
     args = parser.parse_args(argv)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     overrides = {
@@ -581,7 +712,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scenarios = [replace(SCENARIOS[name], **overrides) for name in names]
     args.contenders = tuple(args.contender or CONTENDERS)
     if args.budget is None:
-        args.budget = 180.0 * max(1, args.repeat or 1)
+        args.budget = 600.0 * max(1, args.repeat or 1)
     return args
 
 

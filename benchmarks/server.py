@@ -15,7 +15,12 @@ with the JSON error envelope, the HTTP status equal to the code, and never a ``R
 Control endpoints (the harness drives them between runs):
 
 * ``POST /_control/reset?rate=50&burst=10`` sets the limit (``rate=0``: unlimited), refills the
-  bucket, ends any maintenance window and zeroes the counters;
+  bucket, ends any maintenance window and zeroes the counters. More options of the same call:
+  ``retry_after=1`` sends ``Retry-After`` with each 429 (the wait for a token, rounded up to
+  whole seconds, at least 1, as gateways do); ``latency=0.2`` delays every answer;
+  ``schedule=50:4,10:4,100:4`` makes the limit change over time (rate:seconds, the last one
+  lasting for ever, counted from the reset); ``blip_at=2&blip_times=2`` answers the
+  ``blip_times`` requests that arrive after ``blip_at`` seconds with 429 and ``Retry-After: 1``;
 * ``POST /_control/maintenance?seconds=2`` starts a maintenance window now;
 * ``GET /_control/stats`` returns the counts per status, the times of the 455s (seconds after the
   window started) and the server's own CPU time.
@@ -28,6 +33,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import socket
 import sys
 import threading
@@ -59,9 +65,25 @@ class ServerState:
     def __init__(self) -> None:
         self.reset(rate=0.0, burst=1)
 
-    def reset(self, *, rate: float, burst: int) -> None:
+    def reset(
+        self,
+        *,
+        rate: float,
+        burst: int,
+        retry_after: bool = False,
+        latency: float = 0.0,
+        schedule: list[tuple[float, float]] | None = None,
+        blip_at: float = -1.0,
+        blip_times: int = 0,
+    ) -> None:
         self.rate = rate
         self.burst = max(1, burst)
+        self.retry_after = retry_after
+        self.latency = latency
+        self.schedule = schedule or []
+        self.blip_at = blip_at
+        self.blip_left = blip_times
+        self.started = time.monotonic()
         self.tokens = float(self.burst)
         self.refilled_at = time.monotonic()
         self.window_start = 0.0
@@ -74,7 +96,17 @@ class ServerState:
         self.window_start = time.monotonic()
         self.window_end = self.window_start + seconds
 
+    def current_rate(self, now: float) -> float:
+        elapsed = now - self.started
+        for seconds, rate in self.schedule:
+            if elapsed < seconds:
+                return rate
+            elapsed -= seconds
+        return self.schedule[-1][1] if self.schedule else self.rate
+
     def take_token(self, now: float) -> bool:
+        if self.schedule:
+            self.rate = self.current_rate(now)
         if self.rate <= 0:
             return True
         elapsed = now - self.refilled_at
@@ -94,9 +126,17 @@ class ServerState:
             return 455
         if not _valid_body(body):
             return 422
+        if self.blip_left and now - self.started >= self.blip_at >= 0:
+            self.blip_left -= 1
+            return 429
         if not self.take_token(now):
             return 429
         return 200
+
+    def wait_for_token(self) -> int:
+        """The whole seconds until the bucket has a token again, at least 1."""
+        missing = max(0.0, 1.0 - self.tokens)
+        return max(1, math.ceil(missing / self.rate)) if self.rate > 0 else 1
 
 
 def _valid_body(body: bytes) -> bool:
@@ -117,15 +157,36 @@ async def generate(request: web.Request) -> web.Response:
     body = await request.read()
     status = state.decide(request.headers.get("x-api-key"), body)
     state.counts[status] += 1
+    if state.latency:
+        await asyncio.sleep(state.latency)
     if status == 200:
         return web.Response(body=_SUCCESS % next(state.ids), content_type="application/json")
     reason, payload = _REFUSALS[status]
-    return web.Response(body=payload, status=status, reason=reason, content_type="application/json")
+    headers = {}
+    if status == 429 and (state.retry_after or state.blip_at >= 0):
+        headers["Retry-After"] = str(state.wait_for_token())
+    return web.Response(
+        body=payload, status=status, reason=reason, content_type="application/json", headers=headers
+    )
 
 
 async def control_reset(request: web.Request) -> web.Response:
     query = request.query
-    request.app[STATE].reset(rate=float(query.get("rate", 0)), burst=int(query.get("burst", 1)))
+    schedule = [
+        (float(seconds), float(rate))
+        for rate, seconds in (
+            part.split(":") for part in query.get("schedule", "").split(",") if part
+        )
+    ]
+    request.app[STATE].reset(
+        rate=float(query.get("rate", 0)),
+        burst=int(query.get("burst", 1)),
+        retry_after=query.get("retry_after", "0") == "1",
+        latency=float(query.get("latency", 0)),
+        schedule=schedule,
+        blip_at=float(query.get("blip_at", -1)),
+        blip_times=int(query.get("blip_times", 0)),
+    )
     return web.json_response({"ok": True})
 
 

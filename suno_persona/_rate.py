@@ -139,6 +139,12 @@ class AdaptiveRate:
         self._tat = max(self._tat, now) + interval
         return send_at, True
 
+    def hold(self, until: float) -> None:
+        """No send before ``until`` (a shared pause), and no burst right after it."""
+        rate = self._rate
+        if rate is not None:
+            self._tat = max(self._tat, until + max(1 / rate, _BURST_SECONDS))
+
     def release(self, send_at: float, now: float) -> None:
         """Give back a slot reserved for ``send_at`` that will not be used, if it is the last."""
         rate = self.rate(now)
@@ -194,12 +200,14 @@ class AdaptiveRate:
         if accepted == 0 or refused < _MIN_REFUSED or refused < _MIN_SHARE * (accepted + refused):
             return None
         first = self._first_at if self._first_at is not None else now
-        over_window = accepted / min(self._window, max(now - first, self._window / 5))
+        if now - first < self._window:
+            # The first window: its start-up burst says nothing of the rate over time.
+            return accepted / max(now - first, self._window / 5)
         # While the rate was still climbing, the window's average understates the limit;
         # what the API accepted over the last two buckets, as it started refusing, does not.
         span = self._bucket_span + now % self._bucket_span
         lately = self._totals(now, buckets=2)[0] / span
-        return max(over_window, lately)
+        return max(accepted / self._window, lately)
 
     def freeze(self, now: float) -> None:
         """Hold the rate where it is (the API is in maintenance: growth would mean nothing)."""

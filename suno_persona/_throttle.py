@@ -5,8 +5,8 @@ Per process, in :class:`Throttle`:
 * a cap on requests in flight (``max_concurrency``; the connection pool has the same size,
   so no request ever waits for a connection inside aiohttp);
 * a slow start while nothing is known of the API's limit: ``initial_window`` requests in
-  flight at first, one more per success and twice as many every 50 ms, until the first
-  cut of the rate or ``max_window`` requests in flight.
+  flight at first, one more per success, and twice as many after every 15 ms without an
+  answer, until the first cut of the rate or ``max_window`` requests in flight.
 
 Shared through a :class:`ThrottleState` (in this process by default; the seam is where a
 store shared by many processes plugs in), consulted once per send:
@@ -24,9 +24,10 @@ only two signals of its own: :class:`~suno_persona._deadline.WouldPassDeadline` 
 carry on. A 429's value within it pauses every send of the client: for that long when the API
 accepted nothing in the last measurement interval (it refuses everything: honour it), but
 when it is accepting other requests (a rate limit, often a token bucket whose wait a gateway
-rounds up to whole seconds) the pause starts at 0.1 s and doubles with each further 429 until
-an answer is accepted, never longer than the value itself, and the learned rate does the
-pacing. A 455's value sets when the breaker probes next.
+rounds up to whole seconds) the pause starts at one interval of the learned rate (0.1 s
+before one is learned) and doubles with each further 429 until an answer is accepted, never
+longer than the value itself, and the learned rate does the pacing. Sends after a pause are
+paced from its end, without a burst. A 455's value sets when the breaker probes next.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ __all__ = [
 
 _PAUSE_FIRST = 0.1
 _ASK_AHEAD = 0.1
-_START_DOUBLING = 0.05
+_START_DOUBLING = 0.015
 
 
 def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -320,10 +321,14 @@ class LocalState:
         if adopted is not None:
             pause = adopted
             if now - self._accepted_at < self._interval:
-                pause = min(adopted, _PAUSE_FIRST * 2 ** min(self._pause_level, 30))
+                learned = None if self._rate is None else self._rate.rate(now)
+                first = _PAUSE_FIRST if learned is None else min(_PAUSE_FIRST, 1 / learned)
+                pause = min(adopted, first * 2 ** min(self._pause_level, 30))
                 self._pause_level += 1
             if now + pause > self._paused_until:
                 self._paused_until = now + pause
+                if self._rate is not None:
+                    self._rate.hold(self._paused_until)
                 self._emit(PauseStarted(seconds=pause, code=429))
         return probe or open_for is not None
 
@@ -415,6 +420,7 @@ class Pass:
             answer, retry_after, now=now, sent_at=self.sent_at, probe=probe
         ):
             throttle.notify()
+        throttle.answered(now)
         if answer is Answer.ACCEPTED:
             throttle.grow_window()
 
@@ -462,6 +468,7 @@ class Throttle:
         self._window = policy.initial_window if policy is not None else None
         self._windowed = _Slots(self._window) if self._window is not None else None
         self._started_at = None
+        self._answered_at = self._doubled_at = -math.inf
         self._changed: asyncio.Future[None] | None = None
         self._closing: asyncio.Future[None] | None = None
 
@@ -494,6 +501,10 @@ class Throttle:
         changed, self._changed = self._changed, None
         if changed is not None and not changed.done():
             changed.set_result(None)
+
+    def answered(self, now: float) -> None:
+        """An answer came back: the slow start grows with answers, not with time."""
+        self._answered_at = now
 
     def grow_window(self) -> None:
         """A success widens the slow start's window by one."""
@@ -589,7 +600,7 @@ class Throttle:
         """Take a place in the start-up window; ``None`` when the slow start ended meanwhile."""
         now = self.clock()
         if self._started_at is None:
-            self._started_at = now
+            self._started_at = self._doubled_at = now
         self._grow_with_time(now)
         while not slots.try_take():
             if slots is not self._windowed:
@@ -609,14 +620,16 @@ class Throttle:
         return slots if slots is self._windowed else None
 
     def _grow_with_time(self, now: float) -> None:
-        """The start-up window also doubles every 50 ms, so a slow API is not throttled."""
-        if self._window is None or self._started_at is None or self.policy is None:
+        """The start-up window also doubles every 15 ms in which no answer came back.
+
+        With a fast API the answers drive the growth; a slow one is not throttled by its
+        latency alone.
+        """
+        if self._window is None or self._started_at is None:
             return
-        initial = self.policy.initial_window or 1
-        doublings = (now - self._started_at) / _START_DOUBLING
-        by_time = initial * 2 ** min(doublings, 30)
-        if by_time > self._window:
-            self._set_window(int(by_time))
+        if now - max(self._answered_at, self._doubled_at) >= _START_DOUBLING:
+            self._doubled_at = now
+            self._set_window(self._window * 2)
 
     async def _admit(self, deadline: Deadline) -> Pass:
         state = self.state
