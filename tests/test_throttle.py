@@ -622,3 +622,50 @@ def test_nonsense_retry_policies_are_refused(options):
     """A RetryPolicy that could not work is refused when built."""
     with pytest.raises(ValueError, match=r"delay|deadline"):
         sp.RetryPolicy(**options)
+
+
+class TestOnFakeTime:
+    """The emulator and the client on one fake clock: throttling tests in milliseconds."""
+
+    @staticmethod
+    def on_fake_time(fake_time, **emulator):
+        return PersonaEmulator(clock=fake_time.clock, sleep=fake_time.sleep, **emulator)
+
+    @staticmethod
+    def client(fake_time, base_url, **options):
+        client = sp.AsyncPersonaClient("sk-test", base_url=base_url, **options)
+        client._clock, client._sleep = fake_time.clock, fake_time.sleep
+        return client
+
+    async def test_a_long_maintenance_costs_few_requests_and_no_wall_time(self, fake_time):
+        """A 60 s maintenance window on fake time: one probe at a time, then all succeed."""
+        async with self.on_fake_time(fake_time, retry_after=False) as emu:
+            emu.maintenance(60)
+            policy = sp.RetryPolicy(max_attempts=1000, max_delay=5)
+            started = time.monotonic()
+            async with self.client(fake_time, emu.base_url, retry=policy) as client:
+                requests = [sp.PersonaRequest(**{**FIELDS, "suno_id": f"s{i}"}) for i in range(40)]
+                results = await client.generate_many(requests, concurrency=20)
+        assert all(isinstance(r, sp.Persona) for r in results), [
+            r for r in results if not isinstance(r, sp.Persona)
+        ][:2]
+        assert fake_time.now - 1000 >= 60
+        assert time.monotonic() - started < 10
+        refused = [r for r in emu.requests if r.code == 455]
+        assert len(refused) <= 20 + 60  # the first wave, then about one probe a second
+        probes = sorted(r.timestamp for r in refused)[20:]
+        assert all(b - a >= 0.2 for a, b in itertools.pairwise(probes))
+
+    async def test_a_retry_after_pause_holds_every_task_on_fake_time(self, fake_time):
+        """A 429 with Retry-After: 5 (nothing accepted yet) holds every task for 5 s."""
+        async with self.on_fake_time(fake_time) as emu:
+            emu.fail_next(429, retry_after=5)
+            async with self.client(fake_time, emu.base_url) as client:
+                first = await client.generate_persona(**FIELDS)
+                others = await client.generate_many(
+                    [sp.PersonaRequest(**{**FIELDS, "suno_id": f"s{i}"}) for i in range(5)]
+                )
+        assert isinstance(first, sp.Persona)
+        assert all(isinstance(r, sp.Persona) for r in others)
+        refused_at = emu.requests[0].timestamp
+        assert min(r.timestamp for r in emu.requests[1:]) - refused_at >= 5

@@ -24,7 +24,7 @@ from aiohttp import web
 from suno_persona import PersonaRequest, RequestValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
     from types import TracebackType
 
     from typing_extensions import Self
@@ -78,7 +78,8 @@ class RecordedRequest:
         headers: The request headers, secrets redacted.
         json: The parsed JSON body, or ``None`` when the body was empty or not JSON.
         code: The code the emulator answered with (the envelope's ``code``).
-        timestamp: When the request arrived, on the :func:`time.monotonic` clock.
+        timestamp: When the request arrived, on the emulator's clock (by default
+            :func:`time.monotonic`).
     """
 
     method: str
@@ -165,6 +166,10 @@ class PersonaEmulator:
             of ``fail_codes``, after maintenance and the faults of :meth:`fail_next`.
         fail_codes: The codes of those random answers.
         seed: Seeds the draws of ``fail_rate``, for a run that repeats exactly.
+        clock: The emulator's monotonic clock (maintenance, rate limit, record times);
+            pass a fake one, with ``sleep``, to test throttling and ``Retry-After`` on fake
+            time, e.g. the same fake clock the client under test uses.
+        sleep: Awaited for the latency of each answer.
 
     Attributes:
         api_keys: The keys the emulator accepts.
@@ -188,6 +193,8 @@ class PersonaEmulator:
         fail_rate: float = 0.0,
         fail_codes: Iterable[int] = (429, 455, 500),
         seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         if isinstance(api_keys, str):
             raise TypeError("api_keys must be an iterable of keys, not a single str")
@@ -215,6 +222,8 @@ class PersonaEmulator:
         self._rate_limit = rate_limit
         self._burst = burst
         self._latency = latency
+        self._clock = clock
+        self._sleep = sleep
         self._retry_after = retry_after
         self._errors_in_http_status = errors_in_http_status
         self._host = host
@@ -323,7 +332,7 @@ class PersonaEmulator:
         """
         if not (seconds >= 0 and math.isfinite(seconds)):
             raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
-        self._maintenance_until = time.monotonic() + seconds if seconds > 0 else None
+        self._maintenance_until = self._clock() + seconds if seconds > 0 else None
 
     def reset(self) -> None:
         """Forget the records, the pending faults and the maintenance; refill the buckets.
@@ -340,7 +349,7 @@ class PersonaEmulator:
         reply = self._answer(request.method, request.path, request.headers, body)
         delay = self._latency() if callable(self._latency) else self._latency
         if delay > 0:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
         return self._respond(reply)
 
     def _respond(self, reply: _Reply) -> web.Response:
@@ -369,7 +378,7 @@ class PersonaEmulator:
                 },
                 json=payload,
                 code=reply.code,
-                timestamp=time.monotonic(),
+                timestamp=self._clock(),
             )
         )
         return reply
@@ -384,7 +393,7 @@ class PersonaEmulator:
             return _Reply(401, "API key missing: send it in the x-api-key header")
         if key not in self.api_keys:
             return _Reply(401, "API key invalid")
-        refusal = self._refusal(self.api_keys.index(key), time.monotonic())
+        refusal = self._refusal(self.api_keys.index(key), self._clock())
         if refusal is not None:
             return refusal
         if not is_json:
