@@ -310,6 +310,7 @@ class TestLazyInput:
         assert received == 100_000
         assert 0 < ahead <= 4 * 64
 
+    @pytest.mark.slow
     @pytest.mark.parametrize("kind", ["sync", "async_"])
     def test_memory_does_not_grow_with_the_input(self, kind):
         """Peak memory for 100,000 items is within 1.3x of that for 20,000."""
