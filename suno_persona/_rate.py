@@ -30,7 +30,7 @@ _MIN_REFUSED = 2
 _MIN_SHARE = 0.05
 _BUCKETS = 10
 _BURST_SECONDS = 0.1
-_PROBE_FACTOR = 2.0
+_PROBE_FACTOR = 2.5
 _RECUT_SHARE = 0.25
 
 
@@ -116,7 +116,7 @@ class AdaptiveRate:
         grown = peak + self._growth * (since - k) ** 3
         if since > k:
             # Past the old peak with no cut: the limit may have risen. Probe up exponentially
-            # too (doubling every window), so a limit ten times higher is found in seconds.
+            # too (2.5-fold every window), so a limit ten times higher is found in seconds.
             grown = max(grown, peak * _PROBE_FACTOR ** ((since - k) / self._window))
         return float(max(self._min_rate, self._rate, grown))
 

@@ -113,7 +113,7 @@ class ThrottlePolicy:
             once per interval (sooner only when requests sent after a cut are refused too).
         min_rate: Floor of the learned rate, in requests per second.
         growth: How fast the rate grows back after a cut (CUBIC's constant, requests per
-            second per second cubed); past the old peak it also doubles every interval.
+            second per second cubed); past the old peak it also grows 2.5-fold every interval.
         probe_initial: Seconds from the first 455 to the first maintenance probe.
         probe_max: Longest interval between maintenance probes.
         retry_budget: Tokens in the retry budget; ``0`` turns the budget off.
@@ -129,7 +129,7 @@ class ThrottlePolicy:
     beta: float = attrs.field(default=0.85, validator=_fraction)
     measure_interval: float = attrs.field(default=1.0, validator=_positive)
     min_rate: float = attrs.field(default=1.0, validator=_positive)
-    growth: float = attrs.field(default=2.0, validator=_positive)
+    growth: float = attrs.field(default=0.4, validator=_positive)
     probe_initial: float = attrs.field(default=0.25, validator=_non_negative)
     probe_max: float = attrs.field(default=1.0, validator=_non_negative)
     retry_budget: int = attrs.field(default=500, validator=_count(0))
