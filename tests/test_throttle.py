@@ -498,7 +498,6 @@ async def slow_server(latency):
 
 
 class TestAgainstAServer:
-    @pytest.mark.slow
     async def test_waiting_for_a_connection_is_not_a_sent_timeout(self):
         """Regression: 10,000 calls on a default client ended in APITimeoutError(sent=True)
         while the server saw few: they timed out waiting for a pooled connection."""
@@ -550,7 +549,6 @@ class TestAgainstAServer:
         assert len(batch.result()) == 130
         assert all(isinstance(r, sp.SunoPersonaError) for r in batch.result())
 
-    @pytest.mark.slow
     async def test_a_blip_of_two_429s_loses_nothing(self):
         """Regression: two 429s with Retry-After in a long run at the limit dropped 364 of
         800 calls (the retry budget drained)."""
