@@ -31,6 +31,7 @@ _MIN_SHARE = 0.05
 _BUCKETS = 10
 _BURST_SECONDS = 0.1
 _PROBE_FACTOR = 2.5
+_PROBE_INTERVALS_MAX = 64.0  # 2.5 ** 64 is past any limit: the rate stops mattering there
 _RECUT_SHARE = 0.25
 
 
@@ -117,7 +118,8 @@ class AdaptiveRate:
         if since > k:
             # Past the old peak with no cut: the limit may have risen. Probe up exponentially
             # too (2.5-fold every window), so a limit ten times higher is found in seconds.
-            grown = max(grown, peak * _PROBE_FACTOR ** ((since - k) / self._window))
+            intervals = min((since - k) / self._window, _PROBE_INTERVALS_MAX)
+            grown = max(grown, peak * _PROBE_FACTOR**intervals)
         return float(max(self._min_rate, self._rate, grown))
 
     def reserve(self, now: float, max_wait: float = math.inf) -> tuple[float, bool]:

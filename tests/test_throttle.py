@@ -182,6 +182,19 @@ class TestAdaptiveRate:
         assert rate.rate(1.0 + k) == pytest.approx(peak)
         assert rate.rate(1.0 + k + 2) >= 4 * peak
 
+    def test_a_long_run_without_429s_does_not_overflow(self):
+        """Regression: the probing term overflowed after about 1,000 intervals without a cut."""
+        rate = self.make()
+        for i in range(40):
+            rate.accepted(i * 0.025, i * 0.025)
+        for _ in range(3):
+            rate.refused(1.0, 1.0)
+        for later in (1e3, 1e4, 1e9):
+            assert rate.rate(later) > 1e6
+            at, reserved = rate.reserve(later)
+            assert reserved
+            assert at == later
+
     def test_growth_is_frozen_during_maintenance(self):
         """Regression: the learned rate kept growing while the API was in maintenance."""
         rate = self.make()
