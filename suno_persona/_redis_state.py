@@ -51,7 +51,7 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 PARTS = ("rate", "gcra", "pause", "stats", "maint", "probe", "procs")
 
 _ASK_AHEAD = 0.1
-_FLUSH_AFTER = 0.05
+_FLUSH_AFTER = 0.01
 _RETRY_FIRST = 1.0
 _RETRY_MAX = 30.0
 _MAX_QUEUED = 1000

@@ -56,7 +56,7 @@ class RedisServer:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(16).startswith(b"+PONG"):
                         return
-            except OSError:
+            except OSError:  # noqa: PERF203 - polling until the server listens
                 time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port}")

@@ -225,7 +225,7 @@ def _curve_redis(redis_server):
     since=st.floats(0.0, 200.0),
     frozen=st.one_of(st.none(), st.floats(0.0, 200.0)),
 )
-def test_the_lua_curve_is_the_python_curve(
+def test_the_lua_curve_is_the_python_curve(  # noqa: PLR0917 - one argument per strategy
     curve_redis, beta, window, min_rate, growth, rate, peak, since, frozen
 ):
     client, sha = curve_redis
@@ -290,7 +290,7 @@ def test_bad_store_values_are_refused():
         sp.AsyncPersonaClient(KEY, throttle_store="http://localhost")
     with pytest.raises(ValueError, match="RedisThrottleStore"):
         sp.AsyncPersonaClient(KEY, throttle_store=42)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="redis.asyncio.Redis"):
+    with pytest.raises(ValueError, match=r"redis\.asyncio\.Redis"):
         RedisThrottleStore(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="timeout"):
         RedisThrottleStore("redis://localhost", timeout=0)
