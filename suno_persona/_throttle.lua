@@ -27,6 +27,9 @@ local RECUT_SHARE = 0.25
 local PAUSE_FIRST = 0.1
 local KEEP = 600
 local LIVE = 10
+-- slots are reserved up to this far ahead (further than in one process: every re-ask is a
+-- round trip, and a fleet has many more callers queued)
+local HORIZON = 0.5
 
 local function fmt(x)
   return string.format('%.17g', x)
@@ -317,7 +320,7 @@ if ARGV[1] == 'admit' then
     local interval = 1 / rate
     local burst = math.max(interval, BURST)
     local send_at = math.max(now, (tat or -math.huge) - burst)
-    if send_at - now > math.min(max_wait, burst) then
+    if send_at - now > math.min(max_wait, math.max(burst, HORIZON)) then
       verdict, delay = 'later', send_at - now
     else
       tat = math.max(tat or -math.huge, now) + interval
