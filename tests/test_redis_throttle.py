@@ -380,3 +380,44 @@ def test_suno_persona_imports_without_redis():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert "suno-persona[redis]" in out.stdout
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "suno_persona",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_batch_shares_the_throttle_through_the_store(redis_url, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"task_id": "t", "suno_id": "s", "name": "n"}\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUNO_")}
+    status, err = await run_cli(
+        "batch", str(source), "-o", str(tmp_path / "out.jsonl"), "--emulate",
+        "--throttle-store", redis_url, env=env,
+    )  # fmt: skip
+    assert status == 0, err
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.keys("suno_persona:*")
+    finally:
+        client.close()
+    status, err = await run_cli(
+        "batch", str(source), "-o", str(tmp_path / "out2.jsonl"), "--emulate",
+        env={**env, "SUNO_THROTTLE_STORE": "http://nope"},
+    )  # fmt: skip
+    assert status == 2
+    assert "--throttle-store must be a redis://" in err
