@@ -50,7 +50,7 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
 def _run(command: list[str]) -> tuple[float, float, int]:
     """Wall seconds, peak RSS in MiB, and exit status of ``command``."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: S603 - our own commands
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return time.perf_counter() - started, usage.ru_maxrss / 1024, proc.returncode
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args(argv)
-    server = subprocess.Popen(  # noqa: S603 - our own server
+    server = subprocess.Popen(
         [sys.executable, str(SERVER), "--port", "0", "--watch-stdin"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -21,12 +21,12 @@ import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import attrs
 
-from suno_persona import _config, _protocol, _transport
+from suno_persona import _config, _protocol, _store, _transport
 from suno_persona._deadline import Deadline, WouldPassDeadline
 from suno_persona._errors import (
     APIError,
@@ -53,6 +53,9 @@ from suno_persona.events import (
     RetryBudgetExhausted,
     RetryScheduled,
 )
+
+if TYPE_CHECKING:
+    from suno_persona.redis import RedisThrottleStore
 
 __all__ = ["AsyncPersonaClient"]
 
@@ -108,6 +111,13 @@ class AsyncPersonaClient:
             requests in flight stays).
         allow_insecure_http: Permit plain http to a host that is not loopback.
         event_hooks: Callables called with every :mod:`suno_persona.events` event.
+        throttle_store: Where the throttle's shared state lives: ``None`` (the default,
+            then ``SUNO_THROTTLE_STORE``) keeps it in this client; a Redis URL
+            (``redis://``, ``rediss://``, ``unix://``) or a
+            :class:`suno_persona.redis.RedisThrottleStore` shares the learned rate, the
+            ``Retry-After`` pause and the maintenance probe with every client of the same
+            key and base URL using that Redis (needs ``suno-persona[redis]``). The cap on
+            requests in flight, the slow start and the retry budget stay per client.
 
     Raises:
         SunoPersonaError: No key was given and ``SUNO_API_KEY`` is unset, the key is empty
@@ -130,6 +140,7 @@ class AsyncPersonaClient:
         throttle: ThrottlePolicy | None = ThrottlePolicy(),  # noqa: B008 - frozen value
         allow_insecure_http: bool = False,
         event_hooks: Iterable[EventHook] = (),
+        throttle_store: str | RedisThrottleStore | None = None,
     ) -> None:
         self._api_key = _config.resolve_api_key(api_key)
         self._base_url = _config.resolve_base_url(
@@ -162,6 +173,16 @@ class AsyncPersonaClient:
             clock=self._now,
             sleep=self._pause,
             emit=self._emit,
+            state=_store.build_state(
+                throttle_store,
+                throttle,
+                base_url=self._base_url,
+                api_key=self._api_key,
+                max_pause=self._retry.max_delay,
+                probe_lease=self._timeout,
+                clock=self._now,
+                emit=self._emit,
+            ),
         )
         self._budget = (
             RetryBudget(
@@ -221,7 +242,7 @@ class AsyncPersonaClient:
         if self._closed:
             return
         self._closed = True
-        self._throttle.close()
+        await self._throttle.aclose()
         session, self._session = self._session, None
         watcher, self._watcher = self._watcher, None
         if session is not None and session is not self._user_session:

@@ -122,6 +122,13 @@ class AdaptiveRate:
             grown = max(grown, peak * _PROBE_FACTOR**intervals)
         return float(max(self._min_rate, self._rate, grown))
 
+    def seed(self, rate: float, now: float) -> None:
+        """Start from ``rate`` learned elsewhere, as if just cut to it (no burst credit)."""
+        self._rate = self._rate_max = max(self._min_rate, rate)
+        self._cut_at = now
+        self._cuts += 1
+        self._tat = now
+
     def reserve(self, now: float, max_wait: float = math.inf) -> tuple[float, bool]:
         """Reserve the next send slot; return when it is (``>= now``) and whether it is yours.
 

@@ -261,6 +261,11 @@ class LocalState:
     def rate(self, now: float) -> float | None:
         return None if self._rate is None else self._rate.rate(now)
 
+    def seed(self, rate: float, now: float) -> None:
+        """Start from a rate learned elsewhere (a shared store that stopped answering)."""
+        if self._rate is not None:
+            self._rate.seed(rate, now)
+
     def blocked_until(self) -> float:
         if self._breaker.is_open:
             return max(self._paused_until, self._breaker.next_probe_at)
@@ -495,6 +500,13 @@ class Throttle:
             if slots is not None:
                 slots.wake_all()
         self.notify()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then let the state close what it holds (a shared store's connections)."""
+        self.close()
+        closer = getattr(self.state, "aclose", None)
+        if closer is not None:
+            await closer()
 
     def notify(self) -> None:
         """Wake the calls waiting for a probe's answer, so each looks at the state again."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from redis_fixtures import _redis_server, _redis_url  # noqa: F401 - fixtures of the Redis tests
 
 ENDPOINT = "/api/v1/client/job/suno-persona-generate"
 

@@ -60,6 +60,7 @@ class Connection:
     max_attempts: int | None
     emulate: bool
     allow_insecure_http: bool
+    throttle_store: str | None = None
 
 
 def connection(args: argparse.Namespace, secrets: Secrets) -> Connection:
@@ -79,6 +80,7 @@ def connection(args: argparse.Namespace, secrets: Secrets) -> Connection:
         max_attempts=args.max_attempts,
         emulate=args.emulate,
         allow_insecure_http=args.allow_insecure_http,
+        throttle_store=getattr(args, "throttle_store", None),
     )
 
 
@@ -106,10 +108,13 @@ async def open_client(connection: Connection) -> AsyncIterator[AsyncPersonaClien
                 timeout=connection.timeout,
                 retry=retry,
                 allow_insecure_http=connection.allow_insecure_http,
+                throttle_store=connection.throttle_store,
             )
         except SunoPersonaError as error:
             raise UsageError(_insecure_hint(str(error))) from None
-        except ValueError as error:  # a URL that urlsplit refuses
+        except ValueError as error:  # a URL that urlsplit refuses, or a bad store
+            if "throttle_store" in str(error):
+                raise UsageError(str(error).replace("throttle_store", "--throttle-store")) from None
             raise UsageError(f"base URL {base_url!r} is not valid: {error}") from None
         yield await stack.enter_async_context(client)
 

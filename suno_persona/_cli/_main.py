@@ -166,6 +166,12 @@ def _connection_options() -> argparse.ArgumentParser:
         help="send to an in-process emulator instead of the API (offline; it accepts the key "
         f"in use, else {EMULATOR_KEY!r})",
     )
+    group.add_argument(
+        "--throttle-store",
+        metavar="URL",
+        help="share one key's throttle with other processes through Redis: redis://, "
+        "rediss:// or unix:// (default: $SUNO_THROTTLE_STORE; needs suno-persona[redis])",
+    )
     group.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     return shared
 

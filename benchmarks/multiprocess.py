@@ -1,0 +1,123 @@
+"""Benchmark: 4 processes on one key, with and without the throttle shared through Redis.
+
+Run from the repository root with the virtualenv active (needs ``redis-server`` on PATH and
+``suno-persona[redis]``)::
+
+    python -m benchmarks.multiprocess              # 4 processes x 100 requests, 50/s burst 10
+    python -m benchmarks.multiprocess --repeat 3
+
+An emulator limited to 50 requests per second with a burst of 10 serves in this process; a
+redis-server without persistence runs on a free loopback port; each client process is
+``tests/redis_worker.py``. It reports time over the ideal ((400 - 10) / 50 s), 429s per
+request, and the time of one script call (EVALSHA, p50 and p99) as seen by the clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from suno_persona.testing import PersonaEmulator
+
+WORKER = Path(__file__).resolve().parent.parent / "tests" / "redis_worker.py"
+KEY = "bench-key"
+RATE = 50.0
+BURST = 10
+TARGET_RATIO = 1.15
+TARGET_429 = 0.05
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def fleet(base_url: str, store: str, processes: int, each: int) -> list[dict]:
+    start_at = time.time() + 2.0
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WORKER),
+            base_url,
+            KEY,
+            store,
+            str(each),
+            repr(start_at),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(processes)
+    ]
+    outs = await asyncio.gather(*(p.communicate() for p in procs))
+    return [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outs]
+
+
+async def measure(store: str, processes: int, each: int) -> dict:
+    async with PersonaEmulator(api_keys=[KEY], rate_limit=RATE, burst=BURST) as emulator:
+        results = await fleet(emulator.base_url, store, processes, each)
+    total = processes * each
+    took = max(r["end"] for r in results) - min(r["start"] for r in results)
+    calls = sorted(c for r in results for c in r["calls"])
+    return {
+        "ratio": took / ((total - BURST) / RATE),
+        "refused": sum(r["refused"] for r in results) / total,
+        "ok": sum(r["ok"] for r in results),
+        "p50": statistics.median(calls) * 1000 if calls else float("nan"),
+        "p99": calls[int(0.99 * (len(calls) - 1))] * 1000 if calls else float("nan"),
+        "calls": len(calls) / total,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=100, help="per process")
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    program = shutil.which("redis-server")
+    if program is None:
+        sys.exit("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        redis = subprocess.Popen(
+            [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", workdir],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            time.sleep(0.5)
+            rows = []
+            for _ in range(args.repeat):
+                for name, store in (("in-process (default)", "-"),
+                                    ("shared through Redis", f"redis://127.0.0.1:{port}/0")):  # fmt: skip
+                    print(f"running {name} ...", file=sys.stderr)
+                    rows.append((name, asyncio.run(measure(store, args.processes, args.requests))))
+        finally:
+            redis.kill()
+            redis.wait()
+    print(f"{args.processes} processes x {args.requests} requests, one key, emulator {RATE:g}/s "
+          f"burst {BURST}\n")  # fmt: skip
+    print("| throttle state | time / ideal | 429s per request | script calls per request "
+          "| script call p50 | script call p99 |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, m in rows:
+        shared = name.startswith("shared")
+        mark = "✓" if m["ratio"] <= TARGET_RATIO else "✗"
+        mark429 = "✓" if m["refused"] <= TARGET_429 else "✗"
+        print(
+            f"| {name} | {m['ratio']:.2f}x {mark} | {m['refused']:.3f} {mark429} | "
+            + (f"{m['calls']:.2f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms |" if shared else "- | - | - |")
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""The :class:`~suno_persona._throttle.ThrottleState` shared through Redis.
+
+One script call (``EVALSHA`` of ``_throttle.lua``, loaded again after ``NOSCRIPT``) per
+:meth:`RedisState.admit` is the only round trip on the send path. It applies the answers
+reported since the last call, then decides: the maintenance breaker (one probe lease for the
+whole fleet, ``SET NX PX``), the ``Retry-After`` pause, and a GCRA reservation of the next send
+slot on the learned rate. It returns delays, which are put back on the caller's clock.
+
+* **Reports are batched.** :meth:`report` only queues the answer; the queue rides along with
+  the next admit, or is flushed by a background call 50 ms later (at once for a 429, a 455
+  or a probe's answer, which others may be waiting for).
+* **A reserved slot costs no second round trip.** When the gate comes back after waiting for
+  its slot, the answer comes from what the last script call said (pause, breaker, cuts).
+* **Redis is never in the way.** Each call is bounded by the store's ``timeout``. On any
+  failure the state logs one warning and throttles in this process alone (a
+  :class:`~suno_persona._throttle.LocalState` seeded with the last shared rate divided by the
+  live processes, which the script counts in a sorted set of recent callers); it tries the
+  store again in the background after 1 s, doubling to 30 s, and shares again once it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import NoScriptError, RedisError
+
+from suno_persona._throttle import (
+    Answer,
+    Decision,
+    LocalState,
+    ThrottlePolicy,
+)
+from suno_persona.events import BreakerClosed, BreakerOpened, PauseStarted, RateChanged
+from suno_persona.redis import RedisThrottleStore
+
+__all__ = ["RedisState", "key_prefix"]
+
+logger = logging.getLogger("suno_persona")
+
+SCRIPT = resources.files("suno_persona").joinpath("_throttle.lua").read_text(encoding="utf-8")
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
+PARTS = ("rate", "gcra", "pause", "stats", "maint", "probe", "procs")
+
+_ASK_AHEAD = 0.1
+_FLUSH_AFTER = 0.01
+_RETRY_FIRST = 1.0
+_RETRY_MAX = 30.0
+_MAX_QUEUED = 1000
+_MAX_TIMINGS = 100_000
+_GO = Decision(0.0, go=True)
+_CODES = {Answer.ACCEPTED: "a", Answer.REFUSED: "r", Answer.MAINTENANCE: "m", Answer.NO_ANSWER: "n"}
+
+
+def key_prefix(base_url: str, api_key: str) -> str:
+    """``suno_persona:{<16 hex digits>}``: the braces keep a key's parts in one Cluster slot."""
+    digest = hashlib.sha256((base_url + api_key).encode()).hexdigest()[:16]
+    return f"suno_persona:{{{digest}}}"
+
+
+class StoreUnavailable(Exception):  # noqa: N818 - a signal inside this module
+    """The store did not answer in time, or answered with an error."""
+
+
+class RedisState:
+    """The state of one (base URL, API key) in a :class:`RedisThrottleStore`.
+
+    Args:
+        store: The store.
+        policy: The throttle policy.
+        base_url: The API's base URL (part of the keys' hash).
+        api_key: The API key (part of the keys' hash, never of a key).
+        max_pause: The longest pause or probe wait a ``Retry-After`` may set.
+        probe_lease: Seconds a maintenance probe holds the fleet's single lease at most.
+        emit: Called with each event this process's answers caused.
+        clock: The caller's monotonic clock (the ``now`` of every call is on it).
+        owns_store: Close the store's connections in :meth:`aclose` (it was made from a URL
+            for this client alone).
+    """
+
+    def __init__(
+        self,
+        store: RedisThrottleStore,
+        policy: ThrottlePolicy,
+        *,
+        base_url: str,
+        api_key: str,
+        max_pause: float,
+        probe_lease: float,
+        emit: Callable[[object], None],
+        clock: Callable[[], float] = time.monotonic,
+        owns_store: bool = False,
+    ) -> None:
+        self._owns_store = owns_store
+        self.store = store
+        self._clock = clock
+        self._policy = policy
+        self._max_pause = max_pause
+        self._emit = emit
+        prefix = key_prefix(base_url, api_key)
+        self.keys = [f"{prefix}:{part}" for part in PARTS]
+        self._params = [
+            repr(policy.beta),
+            repr(policy.measure_interval),
+            repr(policy.min_rate),
+            repr(policy.growth),
+            repr(min(policy.probe_initial, max_pause)),
+            repr(min(policy.probe_max, max_pause)),
+            repr(max_pause),
+            str(max(1, math.ceil(probe_lease * 1000))),
+        ]
+        self._process = secrets.token_hex(8)
+        self._tokens = 0
+        self._probe_token = ""
+        self._queue: list[tuple[str, float, float, float | None, bool, str]] = []
+        self._given_back = 0
+        self._flushing: asyncio.Task[None] | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        # the view the last script call returned, on this process's clock
+        self._cuts = 0
+        self._rate: float | None = None
+        self._paused_until = -math.inf
+        self._breaker_open = False
+        self._next_probe_at = -math.inf
+        self.live = 1
+        # while the store is unreachable
+        self.local: LocalState | None = None
+        self._retry_in = _RETRY_FIRST
+        self._retry_at = math.inf
+        self.calls = 0
+        self.call_seconds: list[float] = []
+
+    # --- ThrottleState ------------------------------------------------------------------
+
+    def rate(self, now: float) -> float | None:
+        if self.local is not None:
+            return self.local.rate(now)
+        return self._rate
+
+    def blocked_until(self) -> float:
+        if self.local is not None:
+            return self.local.blocked_until()
+        if self._breaker_open:
+            return max(self._paused_until, self._next_probe_at)
+        return self._paused_until
+
+    async def admit(self, now: float, max_wait: float, reserved: int | None) -> Decision:
+        if self.local is not None:
+            self._maybe_retry(now)
+            return await self.local.admit(now, max_wait, reserved)
+        if reserved is not None and reserved == self._cuts and not self._breaker_open:
+            if now < self._paused_until:
+                return Decision(self._paused_until, go=False, reason="the server's Retry-After")
+            return _GO
+        self._tokens += 1
+        token = f"{self._process}:{self._tokens}"
+        try:
+            reply = await self._call("admit", now, max_wait, token)
+        except StoreUnavailable as error:
+            self._fall_back(now, error)
+            assert self.local is not None  # noqa: S101 - set by _fall_back
+            return await self.local.admit(now, max_wait, reserved)
+        verdict, delay = reply[0], float(reply[1])
+        at = now + delay
+        if verdict == "go":
+            return _GO
+        if verdict == "slot":
+            if delay <= 0:
+                return _GO
+            return Decision(at, go=True, reserved=self._cuts, reason="a send slot")
+        if verdict == "later":
+            ask_at = at if delay > max_wait else max(now, at - _ASK_AHEAD)
+            return Decision(ask_at, go=False, reason="a send slot")
+        if verdict == "probe":
+            self._probe_token = token
+            return Decision(now, go=True, probe=True)
+        if verdict == "pause":
+            return Decision(at, go=False, reason="the server's Retry-After")
+        return Decision(at, go=False, wait_probe=verdict == "wait_probe", reason="the maintenance")
+
+    def report(
+        self, answer: Answer, retry_after: float | None, *, now: float, sent_at: float, probe: bool
+    ) -> bool:
+        if self.local is not None:
+            return self.local.report(answer, retry_after, now=now, sent_at=sent_at, probe=probe)
+        token = self._probe_token if probe else ""
+        if len(self._queue) >= _MAX_QUEUED:
+            del self._queue[0]
+        self._queue.append((_CODES[answer], now, sent_at, retry_after, probe, token))
+        urgent = probe or answer in {Answer.REFUSED, Answer.MAINTENANCE}
+        self._schedule_flush(0.0 if urgent else _FLUSH_AFTER)
+        return probe
+
+    def release(self, decision: Decision, now: float) -> bool:
+        if self.local is not None:
+            return self.local.release(decision, now)
+        if decision.probe:
+            return self.report(Answer.NO_ANSWER, None, now=now, sent_at=now, probe=True)
+        if decision.reserved is not None and decision.at > now:
+            self._given_back += 1
+        return False
+
+    async def aclose(self) -> None:
+        """Send what is queued (if the store answers at once) and close the store's connections."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self.local is None and (self._queue or self._given_back):
+            with contextlib.suppress(StoreUnavailable):
+                await self._call("flush", self._clock(), 0.0, "")
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        if self._owns_store:
+            await self.store.aclose()
+
+    # --- the script call ------------------------------------------------------------------
+
+    async def _call(self, mode: str, now: float, max_wait: float, token: str) -> list[str]:
+        """One EVALSHA (the queued reports ride along), bounded by the store's timeout."""
+        queue, self._queue = self._queue, []
+        given_back, self._given_back = self._given_back, 0
+        args: list[str] = [
+            mode,
+            "" if self.store.use_server_time else repr(time.time()),
+            repr(min(max_wait, 1e9)),
+            *self._params[:4],
+            *self._params[4:],
+            self._process,
+            token,
+            "1" if self._policy.adaptive_rate else "0",
+            str(given_back),
+            str(len(queue)),
+        ]
+        for code, at, sent_at, retry_after, probe, probe_token in queue:
+            args += [
+                code,
+                repr(max(0.0, now - at)),
+                repr(max(0.0, now - sent_at)),
+                "" if retry_after is None else repr(retry_after),
+                "1" if probe else "0",
+                probe_token,
+            ]
+        started = time.perf_counter()
+        reply = await self._bounded(args)
+        self.calls += 1
+        if len(self.call_seconds) < _MAX_TIMINGS:
+            self.call_seconds.append(time.perf_counter() - started)
+        self._cuts = int(reply[2])
+        self._rate = float(reply[3]) if reply[3] else None
+        self._paused_until = now + float(reply[4])
+        self._breaker_open = reply[5] == "1"
+        self._next_probe_at = now + float(reply[6])
+        self.live = max(1, int(reply[7]))
+        self._emit_events(reply[8:])
+        return reply[:2]
+
+    async def _bounded(self, args: list[str]) -> list[str]:
+        task = asyncio.ensure_future(self._evalsha(args))
+        try:
+            done, _ = await asyncio.wait((task,), timeout=self.store.timeout)
+        finally:
+            if not task.done():
+                task.cancel()
+        if not done:
+            raise StoreUnavailable(f"no answer within {self.store.timeout} s")
+        try:
+            return task.result()
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(str(error) or type(error).__name__) from error
+
+    async def _evalsha(self, args: list[str]) -> list[str]:
+        client = self.store.client()
+        try:
+            reply: Any = await client.evalsha(SCRIPT_SHA, len(self.keys), *self.keys, *args)
+        except NoScriptError:
+            await client.script_load(SCRIPT)
+            reply = await client.evalsha(SCRIPT_SHA, len(self.keys), *self.keys, *args)
+        return [item.decode() if isinstance(item, bytes) else str(item) for item in reply]
+
+    def _emit_events(self, flat: list[str]) -> None:
+        for index in range(0, len(flat) - 2, 3):
+            kind, first, second = flat[index : index + 3]
+            if kind == "rate":
+                old = float(first) if first else None
+                self._emit(RateChanged(old=old, new=float(second), reason="429s"))
+            elif kind == "pause":
+                self._emit(PauseStarted(seconds=float(first), code=int(second)))
+            elif kind == "open":
+                self._emit(BreakerOpened(next_probe_in=float(first)))
+            else:
+                self._emit(BreakerClosed(open_for=float(first)))
+
+    # --- batching of reports --------------------------------------------------------------
+
+    def _schedule_flush(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        if self._flush_timer is not None:
+            if delay > 0:
+                return
+            self._flush_timer.cancel()
+        self._flush_timer = loop.call_later(delay, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_timer = None
+        if self._flushing is not None and not self._flushing.done():
+            self._schedule_flush(_FLUSH_AFTER)
+            return
+        if not self._queue and not self._given_back:
+            return
+        self._flushing = self._spawn(self._flush())
+
+    async def _flush(self) -> None:
+        if self.local is not None:
+            return
+        now = self._clock()
+        try:
+            await self._call("flush", now, 0.0, "")
+        except StoreUnavailable as error:
+            self._fall_back(now, error)
+
+    def _spawn(self, work: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- falling back and coming back ---------------------------------------------------
+
+    def _fall_back(self, now: float, error: BaseException) -> None:
+        if self.local is not None:
+            return
+        logger.warning(
+            "the throttle store %r is unavailable (%s): throttling in this process only, "
+            "until it answers again",
+            self.store,
+            error,
+        )
+        local = LocalState(self._policy, max_pause=self._max_pause, emit=self._emit)
+        if self._rate is not None:
+            local.seed(self._rate / self.live, now)
+        self.local = local
+        self._queue.clear()
+        self._given_back = 0
+        self._retry_in = _RETRY_FIRST
+        self._retry_at = now + self._retry_in
+
+    def _maybe_retry(self, now: float) -> None:
+        if now < self._retry_at:
+            return
+        self._retry_at = math.inf
+        self._spawn(self._try_store())
+
+    async def _try_store(self) -> None:
+        now = self._clock()
+        try:
+            await self._call("flush", now, 0.0, "")
+        except StoreUnavailable:
+            self._retry_in = min(_RETRY_MAX, self._retry_in * 2)
+            self._retry_at = now + self._retry_in
+            return
+        self.local = None
+        logger.warning("the throttle store %r answers again: sharing the throttle", self.store)

@@ -1,0 +1,117 @@
+"""Share one key's throttle among processes through Redis (``pip install 'suno-persona[redis]'``).
+
+Pass a :class:`RedisThrottleStore`, or just its URL, as the client's ``throttle_store``::
+
+    client = AsyncPersonaClient(throttle_store="redis://localhost:6379/0")
+
+Every client of the same (base URL, API key) that uses the same Redis then shares the learned
+send rate (a GCRA reservation of each send slot), the cuts of that rate, the ``Retry-After``
+pause and the maintenance breaker's single probe. See the "Scaling out" page of the docs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+__all__ = ["RedisThrottleStore"]
+
+_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class RedisThrottleStore:
+    """Where the shared throttle state lives: a Redis server (or Sentinel, or Cluster).
+
+    Args:
+        redis: A URL (``redis://``, ``rediss://``, ``unix://``), or a ``redis.asyncio.Redis``
+            client of your own (TLS, Sentinel, Cluster: configured by you; the store never
+            closes it). A client built from a URL has short socket timeouts and no retries
+            of its own, and is created anew in each event loop (so after a fork, too).
+        timeout: Seconds one script call may take (connecting included); past it, or on any
+            error of the store, the client throttles in its own process until the store
+            answers again.
+        use_server_time: Take the time from the Redis server (``TIME`` inside the script), so
+            hosts with skewed clocks agree. ``False`` sends each client's wall clock instead,
+            for managed services that forbid ``TIME`` in scripts; their clocks should then be
+            synchronised (NTP) to well under the spacing of sends.
+
+    Raises:
+        ValueError: The URL is not ``redis://``, ``rediss://`` or ``unix://``, or the timeout is
+            not a finite number > 0.
+    """
+
+    def __init__(
+        self,
+        redis: str | Redis,
+        *,
+        timeout: float = 0.1,
+        use_server_time: bool = True,
+    ) -> None:
+        if isinstance(redis, str):
+            if not redis.startswith(_SCHEMES):
+                raise ValueError(
+                    "throttle_store must be a redis://, rediss:// or unix:// URL, got "
+                    f"{redis.split('://', 1)[0]!r}"
+                )
+        elif not isinstance(redis, Redis):
+            raise ValueError(  # noqa: TRY004 - the constructor raises ValueError
+                f"throttle_store must be a URL or a redis.asyncio.Redis, got {type(redis).__name__}"
+            )
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < math.inf
+        ):
+            raise ValueError(f"timeout must be a finite number > 0, got {timeout!r}")
+        self._url = redis if isinstance(redis, str) else None
+        self._user = None if isinstance(redis, str) else redis
+        self.timeout = float(timeout)
+        self.use_server_time = bool(use_server_time)
+        self._own: Redis | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, timeout: float = 0.1, use_server_time: bool = True
+    ) -> RedisThrottleStore:
+        """The store at ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
+        return cls(url, timeout=timeout, use_server_time=use_server_time)
+
+    def __repr__(self) -> str:
+        where = "a client of yours" if self._url is None else _without_password(self._url)
+        return f"<RedisThrottleStore {where}>"
+
+    def client(self) -> Redis:
+        """The Redis client to use in the running event loop."""
+        if self._user is not None:
+            return self._user
+        loop = asyncio.get_running_loop()
+        if self._own is None or self._loop is not loop:
+            assert self._url is not None  # noqa: S101 - set when there is no user client
+            self._own = Redis.from_url(
+                self._url,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 0),
+                retry_on_timeout=False,
+                health_check_interval=0,
+            )
+            self._loop = loop
+        return self._own
+
+    async def aclose(self) -> None:
+        """Close the connections the store opened itself (never those of a client of yours)."""
+        own, self._own = self._own, None
+        if own is not None and self._loop is asyncio.get_running_loop():
+            await own.aclose()
+
+
+def _without_password(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    if "@" in rest.split("/", 1)[0]:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}://{rest}"

@@ -1,0 +1,61 @@
+"""One process of the multi-process tests and benchmark: N requests through a real client.
+
+``python redis_worker.py BASE_URL KEY STORE N START_AT`` (STORE ``-`` for none) waits until
+the wall clock reaches START_AT, sends N requests with ``generate_many`` and prints one JSON
+line: start and end (wall clock), successes, 429s seen, and the store's script-call times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import suno_persona as sp
+
+
+async def main(base_url: str, key: str, store: str, count: int, start_at: float) -> None:
+    refused = 0
+
+    def hook(event: object) -> None:
+        nonlocal refused
+        if isinstance(event, sp.events.AttemptFinished) and event.http_status == 429:
+            refused += 1
+
+    requests = [
+        {"task_id": f"task-{i}", "suno_id": f"suno-{time.time_ns()}-{i}", "name": "n"}
+        for i in range(count)
+    ]
+    async with sp.AsyncPersonaClient(
+        key,
+        base_url=base_url,
+        throttle_store=None if store == "-" else store,
+        event_hooks=[hook],
+        retry=sp.RetryPolicy(max_attempts=50, max_delay=10.0),
+    ) as client:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        start = time.time()
+        results = await client.generate_many(requests)
+        end = time.time()
+        state = client._throttle.state
+        timings = list(getattr(state, "call_seconds", []))
+        fell_back = getattr(state, "local", None) is not None
+    ok = sum(isinstance(r, sp.Persona) for r in results)
+    print(
+        json.dumps(
+            {
+                "start": start,
+                "end": end,
+                "ok": ok,
+                "refused": refused,
+                "calls": timings,
+                "fell_back": fell_back,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    base, api_key, where, n, at = sys.argv[1:]
+    asyncio.run(main(base, api_key, where, int(n), float(at)))

@@ -1,0 +1,423 @@
+"""The throttle shared through a real redis-server (see ``redis_fixtures.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import suno_persona as sp
+from suno_persona._rate import AdaptiveRate
+from suno_persona._throttle import Answer, Decision, ThrottlePolicy
+
+redis = pytest.importorskip("redis")
+
+from suno_persona._redis_state import SCRIPT, RedisState, key_prefix  # noqa: E402
+from suno_persona.redis import RedisThrottleStore  # noqa: E402
+
+KEY = "sk-redis-test-0123456789"
+BASE = "http://127.0.0.1:9"
+
+
+def make_state(url: str, policy: ThrottlePolicy | None = None, **options) -> RedisState:
+    events: list[object] = []
+    state = RedisState(
+        RedisThrottleStore(url, **options),
+        policy or ThrottlePolicy(probe_initial=0.0),
+        base_url=BASE,
+        api_key=KEY,
+        max_pause=10.0,
+        probe_lease=5.0,
+        emit=events.append,
+        owns_store=True,
+    )
+    state.events = events  # type: ignore[attr-defined]
+    return state
+
+
+async def flush(state: RedisState) -> None:
+    await state._call("flush", time.monotonic(), 0.0, "")
+
+
+def test_keys_are_hashed_and_grouped_in_one_slot():
+    prefix = key_prefix(BASE, KEY)
+    assert prefix.startswith("suno_persona:{")
+    assert prefix.endswith("}")
+    assert len(prefix) == len("suno_persona:{}") + 16
+    assert KEY not in prefix
+
+
+async def test_keys_never_hold_the_key_and_all_expire(redis_url):
+    state = make_state(redis_url)
+    now = time.monotonic()
+    decision = await state.admit(now, 10.0, None)
+    assert decision.go
+    for _ in range(5):
+        state.report(Answer.ACCEPTED, None, now=now, sent_at=now, probe=False)
+    state.report(Answer.REFUSED, 1.0, now=now, sent_at=now, probe=False)
+    state.report(Answer.MAINTENANCE, 1.0, now=now, sent_at=now, probe=False)
+    await flush(state)
+    await state.admit(time.monotonic(), 10.0, None)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = [key.decode() for key in client.keys("*")]
+        assert len(keys) >= 4
+        for key in keys:
+            assert KEY not in key
+            assert key.startswith(key_prefix(BASE, KEY) + ":")
+            assert client.pttl(key) > 0, key
+    finally:
+        client.close()
+    await state.aclose()
+
+
+async def test_a_pause_seen_by_one_holds_the_others(redis_url):
+    one, other = make_state(redis_url), make_state(redis_url)
+    now = time.monotonic()
+    assert (await one.admit(now, 10.0, None)).go
+    one.report(Answer.REFUSED, 2.0, now=now, sent_at=now, probe=False)
+    await flush(one)
+    later = time.monotonic()
+    decision = await other.admit(later, 10.0, None)
+    assert not decision.go
+    assert decision.reason == "the server's Retry-After"
+    assert 1.5 < decision.at - later <= 2.0
+    assert other.blocked_until() == pytest.approx(decision.at)
+    assert any(isinstance(e, sp.events.PauseStarted) for e in one.events)  # type: ignore[attr-defined]
+    await one.aclose()
+    await other.aclose()
+
+
+async def test_one_maintenance_probe_at_a_time_across_processes(redis_url):
+    states = [make_state(redis_url) for _ in range(3)]
+    now = time.monotonic()
+    states[0].report(Answer.MAINTENANCE, None, now=now, sent_at=now, probe=False)
+    await flush(states[0])
+    decisions = [await s.admit(time.monotonic(), 10.0, None) for s in states]
+    assert [d.probe for d in decisions].count(True) == 1
+    waiting = [d for d in decisions if not d.probe]
+    assert all(not d.go and d.wait_probe for d in waiting)
+    prober = states[[d.probe for d in decisions].index(True)]
+    assert prober.report(Answer.MAINTENANCE, None, now=time.monotonic(), sent_at=now, probe=True)
+    await flush(prober)
+    # the lease is free again once the probe's 455 is in: the next one due probes
+    await asyncio.sleep(0.3)
+    again = [await s.admit(time.monotonic(), 10.0, None) for s in states]
+    assert [d.probe for d in again].count(True) == 1
+    prober = states[[d.probe for d in again].index(True)]
+    prober.report(Answer.ACCEPTED, None, now=time.monotonic(), sent_at=now, probe=True)
+    await flush(prober)
+    after = [await s.admit(time.monotonic(), 10.0, None) for s in states]
+    assert all(d.go and not d.probe for d in after)
+    kinds = {type(e).__name__ for s in states for e in s.events}  # type: ignore[attr-defined]
+    assert {"BreakerOpened", "BreakerClosed"} <= kinds
+    for s in states:
+        await s.aclose()
+
+
+async def test_a_probe_given_back_frees_the_lease(redis_url):
+    one, other = make_state(redis_url), make_state(redis_url)
+    now = time.monotonic()
+    one.report(Answer.MAINTENANCE, None, now=now, sent_at=now, probe=False)
+    await flush(one)
+    decision = await one.admit(time.monotonic(), 10.0, None)
+    assert decision.probe
+    assert one.release(decision, time.monotonic())
+    await flush(one)
+    assert (await other.admit(time.monotonic(), 10.0, None)).probe
+    await one.aclose()
+    await other.aclose()
+
+
+def cut_to(state: RedisState, now: float) -> None:
+    for _ in range(20):
+        state.report(Answer.ACCEPTED, None, now=now, sent_at=now - 1, probe=False)
+    for _ in range(5):
+        state.report(Answer.REFUSED, None, now=now, sent_at=now - 1, probe=False)
+
+
+async def test_the_rate_cut_is_shared_and_slots_are_reserved_across_processes(redis_url):
+    one, other = make_state(redis_url), make_state(redis_url)
+    now = time.monotonic()
+    await one.admit(now, 10.0, None)
+    cut_to(one, now)
+    await flush(one)
+    assert any(isinstance(e, sp.events.RateChanged) for e in one.events)  # type: ignore[attr-defined]
+    rate = one.rate(now)
+    assert rate is not None
+    await other.admit(time.monotonic(), 10.0, None)
+    assert other.rate(now) == pytest.approx(rate, rel=0.2)
+    # slots alternate between the two: each one further out than the last
+    ats = []
+    for state in (one, other, one, other):
+        decision = await state.admit(time.monotonic(), 10.0, None)
+        ats.append(decision.at)
+    assert ats == sorted(ats)
+    await one.aclose()
+    await other.aclose()
+
+
+async def test_a_reserved_slot_is_served_without_a_round_trip(redis_url):
+    state = make_state(redis_url)
+    now = time.monotonic()
+    await state.admit(now, 10.0, None)
+    cut_to(state, now)
+    await flush(state)
+    decision = Decision(0.0, go=False)
+    while decision.reserved is None:
+        decision = await state.admit(time.monotonic(), 10.0, None)
+    calls = state.calls
+    again = await state.admit(decision.at, 10.0, decision.reserved)
+    assert again.go
+    assert state.calls == calls
+    assert not state.release(decision, time.monotonic())
+    await state.aclose()
+
+
+async def test_script_flush_mid_run_reloads_the_script(redis_url):
+    state = make_state(redis_url)
+    assert (await state.admit(time.monotonic(), 10.0, None)).go
+    client = redis.Redis.from_url(redis_url)
+    client.script_flush()
+    client.close()
+    assert (await state.admit(time.monotonic(), 10.0, None)).go
+    assert state.local is None
+    await state.aclose()
+
+
+async def test_client_wall_clock_instead_of_server_time(redis_url):
+    state = make_state(redis_url, use_server_time=False)
+    now = time.monotonic()
+    state.report(Answer.REFUSED, 2.0, now=now, sent_at=now, probe=False)
+    await flush(state)
+    decision = await state.admit(time.monotonic(), 10.0, None)
+    assert not decision.go
+    assert decision.at - now == pytest.approx(2.0, abs=0.2)
+    await state.aclose()
+
+
+@pytest.fixture(name="curve_redis", scope="module")
+def _curve_redis(redis_server):
+    client = redis.Redis.from_url(redis_server.url)
+    sha = client.script_load(SCRIPT)
+    yield client, sha
+    client.close()
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    beta=st.floats(0.05, 1.0),
+    window=st.floats(0.05, 10.0),
+    min_rate=st.floats(0.01, 100.0),
+    growth=st.floats(0.01, 100.0),
+    rate=st.floats(0.01, 10_000.0),
+    peak=st.floats(0.01, 10_000.0),
+    since=st.floats(0.0, 200.0),
+    frozen=st.one_of(st.none(), st.floats(0.0, 200.0)),
+)
+def test_the_lua_curve_is_the_python_curve(  # noqa: PLR0917 - one argument per strategy
+    curve_redis, beta, window, min_rate, growth, rate, peak, since, frozen
+):
+    client, sha = curve_redis
+    now = 5000.0
+    cut_at = now - since
+    frozen_at = None if frozen is None else cut_at + frozen
+    k = (peak * (1 - beta) / growth) ** (1 / 3)
+    span = (frozen_at if frozen_at is not None else now) - cut_at
+    if (span - k) / window > 900:  # 2.0 ** that overflows a float in Python
+        return
+    python = AdaptiveRate(beta=beta, window=window, min_rate=min_rate, growth=growth)
+    python._rate, python._rate_max, python._cut_at, python._frozen_at = (
+        rate,
+        peak,
+        cut_at,
+        frozen_at,
+    )
+    expected = python.rate(now)
+    args = ["curve", repr(now), "0", repr(beta), repr(window), repr(min_rate), repr(growth)]
+    args += [repr(rate), repr(peak), repr(cut_at), "" if frozen_at is None else repr(frozen_at)]
+    got = float(client.evalsha(sha, 7, *[f"k{i}" for i in range(7)], *args))
+    assert expected is not None
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+# --- the client, with Redis going away -------------------------------------------------------
+
+
+def make_client(server, url_or_store, **options):
+    return sp.AsyncPersonaClient(
+        KEY,
+        base_url=server.base_url,
+        throttle_store=url_or_store,
+        timeout=5,
+        **options,
+    )
+
+
+REQUEST = {"task_id": "t", "suno_id": "s", "name": "n"}
+
+
+async def test_the_client_uses_the_store_from_the_environment(server, redis_url, monkeypatch):
+    monkeypatch.setenv("SUNO_THROTTLE_STORE", redis_url)
+    async with make_client(server, None) as client:
+        assert isinstance(client._throttle.state, RedisState)
+        assert (await client.generate_persona(REQUEST)).persona_id
+
+
+async def test_a_store_of_the_users_own_redis_client_is_not_closed(server, redis_url):
+    own = redis.asyncio.Redis.from_url(redis_url)
+    store = RedisThrottleStore(own)
+    async with make_client(server, store) as client:
+        await client.generate_persona(REQUEST)
+    assert await own.ping()
+    await own.aclose()
+    assert "a client of yours" in repr(store)
+    await store.aclose()
+
+
+def test_bad_store_values_are_refused():
+    with pytest.raises(ValueError, match="redis://"):
+        sp.AsyncPersonaClient(KEY, throttle_store="http://localhost")
+    with pytest.raises(ValueError, match="RedisThrottleStore"):
+        sp.AsyncPersonaClient(KEY, throttle_store=42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"redis\.asyncio\.Redis"):
+        RedisThrottleStore(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout"):
+        RedisThrottleStore("redis://localhost", timeout=0)
+    store = RedisThrottleStore.from_url("redis://user:secret@localhost:6379/0")
+    assert "secret" not in repr(store)
+    client = sp.AsyncPersonaClient(KEY, throttle_store=store, throttle=None)
+    assert client._throttle.state is None
+
+
+async def test_redis_killed_mid_run_then_back(server, redis_server, redis_url, caplog):
+    async with make_client(server, redis_url) as client:
+        state = client._throttle.state
+        assert isinstance(state, RedisState)
+        await client.generate_many([REQUEST] * 20)
+        assert state.local is None
+        redis_server.stop()
+        started = time.monotonic()
+        results = await client.generate_many([REQUEST] * 20)
+        assert all(isinstance(r, sp.Persona) for r in results)
+        assert state.local is not None
+        assert time.monotonic() - started < 2.0
+        warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
+        assert len(warnings) == 1
+        redis_server.start()
+        deadline = time.monotonic() + 10
+        while state.local is not None and time.monotonic() < deadline:
+            await client.generate_persona(REQUEST)
+            await asyncio.sleep(0.1)
+        assert state.local is None
+        assert any("answers again" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_hung_redis_falls_back_within_the_timeout(redis_server, redis_url):
+    state = make_state(redis_url)
+    assert (await state.admit(time.monotonic(), 10.0, None)).go
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        decision = await state.admit(time.monotonic(), 10.0, None)
+        took = time.monotonic() - started
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    assert decision.go
+    assert state.local is not None
+    assert took < 0.1 + 0.05  # the store's timeout, plus the loop's own slack
+    await state.aclose()
+
+
+async def test_fallback_starts_from_the_shared_rate_divided_by_live_processes(
+    redis_server, redis_url
+):
+    one, other = make_state(redis_url), make_state(redis_url)
+    now = time.monotonic()
+    await one.admit(now, 10.0, None)
+    await other.admit(now, 10.0, None)
+    cut_to(one, now)
+    await flush(one)
+    await one.admit(time.monotonic(), 10.0, None)
+    shared = one.rate(now)
+    assert shared is not None
+    assert one.live == 2
+    redis_server.stop()
+    await one.admit(time.monotonic(), 10.0, None)
+    assert one.local is not None
+    assert one.rate(time.monotonic()) == pytest.approx(shared / 2, rel=0.05)
+    # reports and releases go to the local state meanwhile
+    one.report(Answer.ACCEPTED, None, now=time.monotonic(), sent_at=now, probe=False)
+    one.release(Decision(0.0, go=True), time.monotonic())
+    assert one.blocked_until() == -math.inf
+    await one.aclose()
+    await other.aclose()
+
+
+def test_suno_persona_imports_without_redis():
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import suno_persona as sp\n"
+        "sp.AsyncPersonaClient('k')\n"
+        "try:\n"
+        "    sp.AsyncPersonaClient('k', throttle_store='redis://localhost')\n"
+        "except sp.SunoPersonaError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUNO_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert "suno-persona[redis]" in out.stdout
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "suno_persona",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_batch_shares_the_throttle_through_the_store(redis_url, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"task_id": "t", "suno_id": "s", "name": "n"}\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUNO_")}
+    status, err = await run_cli(
+        "batch", str(source), "-o", str(tmp_path / "out.jsonl"), "--emulate",
+        "--throttle-store", redis_url, env=env,
+    )  # fmt: skip
+    assert status == 0, err
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.keys("suno_persona:*")
+    finally:
+        client.close()
+    status, err = await run_cli(
+        "batch", str(source), "-o", str(tmp_path / "out2.jsonl"), "--emulate",
+        env={**env, "SUNO_THROTTLE_STORE": "http://nope"},
+    )  # fmt: skip
+    assert status == 2
+    assert "--throttle-store must be a redis://" in err
