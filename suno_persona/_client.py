@@ -500,6 +500,8 @@ class AsyncPersonaClient:
         def scheduled(attempt: int, delay: float, error: BaseException) -> None:
             call.spent = 0 if budget is None else budget.cost_of(error)
             if self._hooks and isinstance(error, SunoPersonaError):
+                # The backoff, or the shared pause when that holds the next send back longer.
+                delay = max(delay, self._throttle.blocked_until() - self._clock())
                 self._emit(
                     RetryScheduled(
                         request=call.request,
