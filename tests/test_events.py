@@ -12,12 +12,11 @@ import socket
 
 import attrs
 import pytest
+from conftest import ENDPOINT, envelope
 
 import suno_persona as sp
 from suno_persona import events as ev
 from suno_persona.testing import PersonaEmulator
-
-from conftest import ENDPOINT, envelope
 
 KEY = "sk-secret-key-for-events"
 FIELDS = {"task_id": "task_1", "suno_id": "suno_1", "name": "Neon Siren"}
