@@ -79,6 +79,7 @@ class _Unset(enum.Enum):
 
 
 _UNSET: Final = _Unset.UNSET
+_CALL_IDS = itertools.count(1)  # next() on it is atomic: ids are unique in the process
 
 
 @attrs.define
@@ -163,7 +164,6 @@ class AsyncPersonaClient:
         self._closed = False
         self._root = self
         self._children: weakref.WeakSet[AsyncPersonaClient] = weakref.WeakSet()
-        self._call_ids = itertools.count(1)
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._clock: Callable[[], float] = time.monotonic
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
@@ -421,7 +421,7 @@ class AsyncPersonaClient:
             deadline=Deadline.after(self._retry.deadline, now),
         )
         if self._hooks:
-            call.call_id = next(self._call_ids)
+            call.call_id = next(_CALL_IDS)
             self._emit(CallStarted(request=request, url=call.url, call_id=call.call_id))
         try:
             found = await self._run(session, call)
@@ -436,6 +436,19 @@ class AsyncPersonaClient:
                         elapsed=error.elapsed,
                         persona=None,
                         error=error,
+                        call_id=call.call_id,
+                    )
+                )
+            raise
+        except BaseException:
+            if self._hooks:
+                self._emit(
+                    CallFinished(
+                        request=request,
+                        attempts=call.sent,
+                        elapsed=self._clock() - call.started,
+                        persona=None,
+                        error=None,
                         call_id=call.call_id,
                     )
                 )

@@ -13,11 +13,10 @@ CallStarted
   RetryScheduled             after a failed attempt that will be retried
   AttemptFinished ...
   RetryBudgetExhausted       instead of RetryScheduled, when the budget refuses a retry
-CallFinished                 once, with the persona or the error
+CallFinished                 once, with the persona or the error (neither: cancelled)
 ```
 
-The events of one call share its ``call_id``, unique among the calls of a client (and of
-the clients :meth:`~suno_persona.AsyncPersonaClient.with_options` derives from it), so a
+The events of one call share its ``call_id``, unique among the calls of the process, so a
 hook can tell concurrent calls apart.
 
 What the client's shared throttle decides, as it happens: :class:`RateChanged`,
@@ -108,14 +107,14 @@ class RetryScheduled:
 
 @attrs.frozen(kw_only=True)
 class CallFinished:
-    """A call ended, with a persona or an error.
+    """A call ended, with a persona or an error; with neither when it was cancelled.
 
     Attributes:
         request: The request of the call.
         attempts: Requests the call sent.
         elapsed: Seconds for the whole call.
         persona: The persona, on success.
-        error: The error, on failure.
+        error: The error, on failure (``None`` too when the call was cancelled).
         call_id: The call's number, shared by all its events.
     """
 
