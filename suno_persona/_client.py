@@ -67,6 +67,7 @@ _DEFAULT_CONCURRENCY = 100
 _NO_RETRIES = RetryPolicy(max_attempts=1)
 
 Outcome = Persona | SunoPersonaError
+"""One result of a fan-out: the :class:`Persona`, or the request's :class:`SunoPersonaError`."""
 Requests = (
     Iterable[PersonaRequest | Mapping[str, Any]] | AsyncIterable[PersonaRequest | Mapping[str, Any]]
 )
@@ -318,9 +319,13 @@ class AsyncPersonaClient:
     ) -> Persona:
         """Turn a finished Suno song into a persona and return it.
 
-        Pass a :class:`PersonaRequest`, or its fields as keyword arguments. The request is
-        validated before anything is sent; 429 and 455 are retried under the client's
-        :class:`RetryPolicy`.
+        Pass a :class:`PersonaRequest`, a mapping of its fields (a dict read from JSON, as
+        in ``generate_persona({"task_id": ..., "suno_id": ..., "name": ...})``), or its
+        fields as keyword arguments. The request is validated before anything is sent; 429
+        and 455 are retried under the client's :class:`RetryPolicy`.
+
+        The persona carries ``attempts`` (requests sent) and ``elapsed`` (seconds for the
+        whole call); an error raised carries them too.
 
         Raises:
             RequestValidationError: The request breaks a rule of the schema (nothing sent).
@@ -377,11 +382,13 @@ class AsyncPersonaClient:
         Every index is yielded exactly once. Cancelling the consumer cancels the work
         still outstanding and leaves no task behind. An exception raised by the input
         iterator cancels the work in flight and is then raised by the loop. To stop the
-        work the moment you leave the loop early, use the result as a context manager::
+        work the moment you leave the loop early, use the result as a context manager:
 
-            async with client.generate_as_completed(requests) as results:
-                async for index, outcome in results:
-                    ...
+        ```python
+        async with client.generate_as_completed(requests) as results:
+            async for index, outcome in results:
+                ...
+        ```
 
         (A bare ``async for`` with ``break`` stops the work when the iterator is
         garbage-collected: right away, unless a reference to it is kept.)
