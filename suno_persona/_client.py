@@ -259,7 +259,6 @@ class AsyncPersonaClient:
         child._session = None
         child._watcher = None
         child._user_session = root._user_session  # noqa: SLF001 - same class
-        child._failed_hooks = set()
         child._children = weakref.WeakSet()
         if timeout is not _UNSET:
             child._timeout = _config.check_timeout(timeout)

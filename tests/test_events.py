@@ -306,6 +306,18 @@ class TestHooks:
         assert "broken" in records[0].getMessage()
         assert len(calls) == len(seen) == 9
 
+    async def test_a_hook_shared_with_a_derived_client_is_logged_once(self, server, caplog):
+        """The clients of one family log a failing hook once between them."""
+
+        def broken(_event):
+            raise RuntimeError("hook bug")
+
+        with caplog.at_level(logging.ERROR, logger="suno_persona"):
+            async with client_for(server.base_url, event_hooks=[broken]) as parent:
+                await parent.with_options(timeout=5).generate_persona(**FIELDS)
+                await parent.generate_persona(**FIELDS)
+        assert len([r for r in caplog.records if "event hook" in r.getMessage()]) == 1
+
     async def test_hooks_are_checked(self):
         """event_hooks must be an iterable of callables; a ValueError names it."""
         for bad in (print, "print", [print, 3], 42, {"a": print}):
