@@ -49,6 +49,8 @@ LIBRARY_MAX_DELAY = 10.0
 
 CONTENDERS = ("raw", "recipe", "suno_persona")
 UNTHROTTLED = "suno_persona (throttle=None)"
+# Run only when asked for (--contender): suno_persona with the OpenTelemetry hook and the SDK.
+OPTIONAL_CONTENDERS = ("suno_persona_otel",)
 TARGET_TIME_RATIO = 1.25
 TARGET_429_PER_REQUEST = 0.10
 TARGET_455_SLACK = 10
@@ -302,16 +304,45 @@ class Library:
             return []
         return [self.module.PersonaRequest(**body) for body in bodies]
 
-    async def run(self, base_url: str, work: Workload, **extra: Any) -> Outcome:
+    async def run(
+        self, base_url: str, work: Workload, hooks: tuple[Any, ...] = (), **extra: Any
+    ) -> Outcome:
         sp = self.module
         options: dict[str, Any] = {"api_key": API_KEY, "base_url": base_url, **extra}
         if self.policy is not None:
             options["retry"] = self.policy
+        if hooks:
+            options["event_hooks"] = hooks
         async with sp.AsyncPersonaClient(**options) as client:
             results = await client.generate_many(
                 work.persona_requests, concurrency=work.concurrency
             )
         return _tally(results, lambda r: isinstance(r, sp.Persona))
+
+    def with_otel(self) -> Contender:
+        """The client with an OpenTelemetryHook, recording into the SDK (spans batched)."""
+        from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415 - optional
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+            InMemorySpanExporter,
+        )
+
+        from suno_persona.otel import OpenTelemetryHook  # noqa: PLC0415
+
+        async def run(base_url: str, work: Workload) -> Outcome:
+            tracer_provider = TracerProvider()
+            tracer_provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
+            meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+            hook = OpenTelemetryHook(tracer_provider=tracer_provider, meter_provider=meter_provider)
+            try:
+                return await self.run(base_url, work, (hook,))
+            finally:
+                tracer_provider.shutdown()
+                meter_provider.shutdown()
+
+        return run
 
 
 def _tally(results: list[Any], succeeded: Callable[[Any], bool]) -> Outcome:
@@ -456,6 +487,8 @@ async def run_all(args: argparse.Namespace, library: Library) -> dict[str, list[
             return await library.run(base_url, work, throttle=None)
 
         contenders[UNTHROTTLED] = unthrottled
+        if "suno_persona_otel" in args.contenders:
+            contenders["suno_persona_otel"] = library.with_otel()
     deadline = time.monotonic() + args.budget
     results: dict[str, list[list[Measurement]]] = {}
     async with local_server() as base_url, aiohttp.ClientSession() as session:
@@ -689,7 +722,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark suno-persona against a local server.")
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument(
-        "--contender", action="append", choices=CONTENDERS, help="repeatable; default: all three"
+        "--contender",
+        action="append",
+        choices=CONTENDERS + OPTIONAL_CONTENDERS,
+        help="repeatable; default: all three (suno_persona_otel only when named)",
     )
     parser.add_argument("--requests", type=int, help="override the scenario's request count")
     parser.add_argument("--concurrency", type=int, help="override the scenario's concurrency")

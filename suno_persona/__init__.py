@@ -1,6 +1,6 @@
 """suno-persona: an asyncio client for the crun.ai Suno "Generate a Suno persona" endpoint."""
 
-from suno_persona._client import AsyncPersonaClient
+from suno_persona._client import AsyncPersonaClient, Outcome
 from suno_persona._errors import (
     APIConnectionError,
     APIError,
@@ -18,6 +18,7 @@ from suno_persona._errors import (
     SunoPersonaError,
     UnprocessableEntityError,
 )
+from suno_persona._fanout import Completions
 from suno_persona._models import Persona, PersonaRequest
 from suno_persona._retry import RetryPolicy
 from suno_persona._throttle import ThrottlePolicy
@@ -29,11 +30,13 @@ __all__ = [
     "APITimeoutError",
     "AsyncPersonaClient",
     "AuthenticationError",
+    "Completions",
     "FeatureDisabledError",
     "GenerationFailedError",
     "InsufficientCreditsError",
     "InvalidResponseError",
     "NotFoundError",
+    "Outcome",
     "Persona",
     "PersonaRequest",
     "RateLimitError",

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import itertools
 import logging
 import math
 import random
 import time
 import warnings
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import aiohttp
 import attrs
@@ -67,11 +70,20 @@ _DEFAULT_CONCURRENCY = 100
 _NO_RETRIES = RetryPolicy(max_attempts=1)
 
 Outcome = Persona | SunoPersonaError
+"""One result of a fan-out: the :class:`Persona`, or the request's :class:`SunoPersonaError`."""
 Requests = (
     Iterable[PersonaRequest | Mapping[str, Any]] | AsyncIterable[PersonaRequest | Mapping[str, Any]]
 )
 _WHAT = "PersonaRequest objects or field mappings"
 EventHook = Callable[[Event], object]
+
+
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+_UNSET: Final = _Unset.UNSET
+_CALL_IDS = itertools.count(1)  # next() on it is atomic: ids are unique in the process
 
 
 @attrs.define
@@ -83,6 +95,7 @@ class _Call:
     url: str
     started: float
     deadline: Deadline
+    call_id: int = 0
     sent: int = 0
     spent: int = 0
 
@@ -161,10 +174,12 @@ class AsyncPersonaClient:
         self._watcher: AsyncGenerator[None, None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._root = self
+        self._children: weakref.WeakSet[AsyncPersonaClient] = weakref.WeakSet()
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._clock: Callable[[], float] = time.monotonic
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
-        self._hooks = tuple(event_hooks)
+        self._hooks = _config.check_event_hooks(event_hooks)
         self._failed_hooks: set[int] = set()
         self._throttle = Throttle(
             throttle,
@@ -205,7 +220,7 @@ class AsyncPersonaClient:
         """Hand ``event`` to every hook; a hook that raises is logged once and ignored."""
         for hook in self._hooks:
             try:
-                hook(event)  # type: ignore[arg-type]
+                hook(event)
             except Exception:  # noqa: PERF203 - a hook must never break a call
                 if id(hook) not in self._failed_hooks:
                     self._failed_hooks.add(id(hook))
@@ -225,6 +240,57 @@ class AsyncPersonaClient:
         """Whether :meth:`close` has been called."""
         return self._closed
 
+    def with_options(
+        self,
+        *,
+        timeout: float | Literal[_Unset.UNSET] = _UNSET,
+        retry: RetryPolicy | Literal[_Unset.UNSET] | None = _UNSET,
+        event_hooks: Iterable[EventHook] | Literal[_Unset.UNSET] = _UNSET,
+    ) -> AsyncPersonaClient:
+        """A client that differs from this one only in the settings given.
+
+        It shares this client's session, connection pool, cap on requests in flight,
+        throttle and retry budget: a ``Retry-After`` seen through one is honoured by the
+        other. An argument left out keeps this client's value. Closing this client closes
+        the new one too (its calls then raise :class:`SunoPersonaError`); closing the new
+        one, or leaving its ``async with``, does not close this one.
+
+        ```python
+        async with AsyncPersonaClient() as client:
+            patient = client.with_options(timeout=120, retry=RetryPolicy(max_attempts=10))
+            persona = await patient.generate_persona(task_id="t", suno_id="s", name="n")
+        ```
+
+        Args:
+            timeout: Seconds for one attempt, as in the constructor.
+            retry: The :class:`RetryPolicy`; ``None`` turns retries off.
+            event_hooks: The hooks of the calls made through the new client, instead of
+                this client's. The throttle's own events (``RateChanged``, ...) still go
+                to the hooks of the client that was constructed.
+
+        Raises:
+            SunoPersonaError: This client is closed.
+            ValueError: An argument has the wrong type or value; the message names it.
+        """
+        if self._closed:
+            raise SunoPersonaError("the client is closed")
+        root = self._root
+        child = object.__new__(type(self))
+        child.__dict__.update(self.__dict__)
+        child._session = None
+        child._watcher = None
+        child._user_session = root._user_session  # noqa: SLF001 - same class
+        child._children = weakref.WeakSet()
+        if timeout is not _UNSET:
+            child._timeout = _config.check_timeout(timeout)
+        if retry is not _UNSET:
+            _config.check_instance("retry", retry, RetryPolicy)
+            child._retry = retry if retry is not None else _NO_RETRIES
+        if event_hooks is not _UNSET:
+            child._hooks = _config.check_event_hooks(event_hooks)
+        root._children.add(child)  # noqa: SLF001 - same class
+        return child
+
     async def __aenter__(self) -> AsyncPersonaClient:  # noqa: PYI034 - no typing.Self in 3.10
         await self._ensure_open()
         return self
@@ -238,10 +304,18 @@ class AsyncPersonaClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the client's own session (never one passed in). Safe to call twice."""
+        """Close the client's own session (never one passed in). Safe to call twice.
+
+        Closing a client also closes every client :meth:`with_options` made from it;
+        closing one of those closes only itself.
+        """
         if self._closed:
             return
         self._closed = True
+        if self._root is not self:
+            return
+        for child in list(self._children):
+            child._closed = True  # noqa: SLF001 - same class
         await self._throttle.aclose()
         session, self._session = self._session, None
         watcher, self._watcher = self._watcher, None
@@ -265,9 +339,13 @@ class AsyncPersonaClient:
     ) -> Persona:
         """Turn a finished Suno song into a persona and return it.
 
-        Pass a :class:`PersonaRequest`, or its fields as keyword arguments. The request is
-        validated before anything is sent; 429 and 455 are retried under the client's
-        :class:`RetryPolicy`.
+        Pass a :class:`PersonaRequest`, a mapping of its fields (a dict read from JSON, as
+        in ``generate_persona({"task_id": ..., "suno_id": ..., "name": ...})``), or its
+        fields as keyword arguments. The request is validated before anything is sent; 429
+        and 455 are retried under the client's :class:`RetryPolicy`.
+
+        The persona carries ``attempts`` (requests sent) and ``elapsed`` (seconds for the
+        whole call); an error raised carries them too.
 
         Raises:
             RequestValidationError: The request breaks a rule of the schema (nothing sent).
@@ -324,11 +402,13 @@ class AsyncPersonaClient:
         Every index is yielded exactly once. Cancelling the consumer cancels the work
         still outstanding and leaves no task behind. An exception raised by the input
         iterator cancels the work in flight and is then raised by the loop. To stop the
-        work the moment you leave the loop early, use the result as a context manager::
+        work the moment you leave the loop early, use the result as a context manager:
 
-            async with client.generate_as_completed(requests) as results:
-                async for index, outcome in results:
-                    ...
+        ```python
+        async with client.generate_as_completed(requests) as results:
+            async for index, outcome in results:
+                ...
+        ```
 
         (A bare ``async for`` with ``break`` stops the work when the iterator is
         garbage-collected: right away, unless a reference to it is kept.)
@@ -368,7 +448,8 @@ class AsyncPersonaClient:
             deadline=Deadline.after(self._retry.deadline, now),
         )
         if self._hooks:
-            self._emit(CallStarted(request=request))
+            call.call_id = next(_CALL_IDS)
+            self._emit(CallStarted(request=request, url=call.url, call_id=call.call_id))
         try:
             found = await self._run(session, call)
         except SunoPersonaError as error:
@@ -382,6 +463,20 @@ class AsyncPersonaClient:
                         elapsed=error.elapsed,
                         persona=None,
                         error=error,
+                        call_id=call.call_id,
+                    )
+                )
+            raise
+        except BaseException:
+            if self._hooks:
+                self._emit(
+                    CallFinished(
+                        request=request,
+                        attempts=call.sent,
+                        elapsed=self._clock() - call.started,
+                        persona=None,
+                        error=None,
+                        call_id=call.call_id,
                     )
                 )
             raise
@@ -399,6 +494,7 @@ class AsyncPersonaClient:
                     elapsed=persona.elapsed,
                     persona=persona,
                     error=None,
+                    call_id=call.call_id,
                 )
             )
         return persona
@@ -444,14 +540,26 @@ class AsyncPersonaClient:
         def scheduled(attempt: int, delay: float, error: BaseException) -> None:
             call.spent = 0 if budget is None else budget.cost_of(error)
             if self._hooks and isinstance(error, SunoPersonaError):
+                # The backoff, or the shared pause when that holds the next send back longer.
+                delay = max(delay, self._throttle.blocked_until() - self._clock())
                 self._emit(
-                    RetryScheduled(request=call.request, attempt=attempt, delay=delay, error=error)
+                    RetryScheduled(
+                        request=call.request,
+                        attempt=attempt,
+                        delay=delay,
+                        error=error,
+                        call_id=call.call_id,
+                    )
                 )
 
         def exhausted(attempt: int, error: BaseException) -> None:
             logger.warning("retry budget exhausted: not retrying after attempt %d", attempt)
             if self._hooks and isinstance(error, SunoPersonaError):
-                self._emit(RetryBudgetExhausted(request=call.request, attempt=attempt, error=error))
+                self._emit(
+                    RetryBudgetExhausted(
+                        request=call.request, attempt=attempt, error=error, call_id=call.call_id
+                    )
+                )
 
         return RetryHooks(scheduled=scheduled, exhausted=exhausted)
 
@@ -490,7 +598,10 @@ class AsyncPersonaClient:
             logger.debug("attempt %d: %s %s", number, call.prepared.method, call.url)
             # Our own session already applies self._timeout; only a shorter one, or a
             # session of the user's, needs a timeout of its own on the request.
-            own_timeout = timeout == self._timeout and session is not self._user_session
+            own_timeout = (
+                timeout == self._root._timeout  # noqa: SLF001 - the session's own timeout
+                and session is not self._user_session
+            )
             try:
                 status, persona = await self._exchange(
                     session, call, None if own_timeout else timeout
@@ -507,6 +618,7 @@ class AsyncPersonaClient:
                             elapsed=self._clock() - now,
                             http_status=getattr(error, "http_status", None),
                             error=error,
+                            call_id=call.call_id,
                         )
                     )
                 # Without the frames below this one: their locals hold the reply, which
@@ -523,6 +635,7 @@ class AsyncPersonaClient:
                         elapsed=self._clock() - now,
                         http_status=status,
                         error=None,
+                        call_id=call.call_id,
                     )
                 )
             return persona
@@ -540,6 +653,8 @@ class AsyncPersonaClient:
     async def _ensure_open(self) -> aiohttp.ClientSession:
         if self._closed:
             raise SunoPersonaError("the client is closed")
+        if self._root is not self:
+            return await self._root._ensure_open()  # noqa: SLF001 - same class
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             await self._bind(loop)

@@ -12,6 +12,7 @@ import ipaddress
 import math
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from suno_persona._errors import SunoPersonaError
@@ -19,6 +20,7 @@ from suno_persona._errors import SunoPersonaError
 __all__ = [
     "DEFAULT_BASE_URL",
     "check_bool",
+    "check_event_hooks",
     "check_instance",
     "check_max_concurrency",
     "check_timeout",
@@ -151,6 +153,28 @@ def check_bool(name: str, value: object) -> bool:
             f"{name} must be True or False, not {type(value).__name__}"
         )
     return value
+
+
+def check_event_hooks(value: object) -> tuple[Callable[[object], object], ...]:
+    """An iterable of callables (not a str, bytes or mapping), as a tuple.
+
+    Raises:
+        ValueError: ``value`` is not iterable, is a str, bytes or mapping, or holds
+            something that is not callable; the message names ``event_hooks``.
+    """
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ValueError(  # noqa: TRY004 - the constructor refuses with ValueError only
+            "event_hooks must be an iterable of callables such as a list, not "
+            f"{type(value).__name__}"
+        )
+    hooks: list[Callable[[object], object]] = []
+    for hook in value:
+        if not callable(hook):
+            raise ValueError(  # noqa: TRY004 - the constructor refuses with ValueError only
+                f"event_hooks must hold callables only, got a {type(hook).__name__}"
+            )
+        hooks.append(hook)
+    return tuple(hooks)
 
 
 def _is_loopback(host: str) -> bool:

@@ -60,6 +60,8 @@ class SunoPersonaError(Exception):
             outlasted the call's deadline.
     """
 
+    message: str
+    attempts: int
     retryable: bool = False
     retry_after: float | None = None
     elapsed: float | None = None
@@ -87,6 +89,9 @@ class RequestValidationError(SunoPersonaError, ValueError):
         rule: The rule that was broken, in words.
     """
 
+    field: str
+    rule: str
+
     def __init__(self, field: str, rule: str) -> None:
         super().__init__(f"{field}: {rule}")
         self.field = field
@@ -100,6 +105,8 @@ class APIConnectionError(SunoPersonaError):
         sent: Whether the request may have reached the server. ``False`` means the
             connection could not be opened, so repeating it is safe.
     """
+
+    sent: bool
 
     def __init__(
         self, message: str, *, attempts: int = 0, sent: bool = True, retryable: bool | None = None
@@ -117,6 +124,8 @@ class APITimeoutError(APIConnectionError):
         deadline: ``True`` when the call's deadline (``RetryPolicy.deadline``) ran out,
             which is never retried; ``False`` when one attempt's timeout did.
     """
+
+    deadline: bool
 
     def __init__(
         self,
@@ -138,6 +147,8 @@ class InvalidResponseError(SunoPersonaError):
         http_status: The HTTP status of the reply.
     """
 
+    http_status: int
+
     def __init__(
         self, message: str, *, http_status: int, attempts: int = 0, retryable: bool | None = None
     ) -> None:
@@ -158,6 +169,8 @@ class APIError(SunoPersonaError):
         retry_after: Seconds the server asked us to wait (``Retry-After``), when it said.
     """
 
+    code: int
+    http_status: int
     code_meaning: ClassVar[str] = "unexpected error code"
 
     def __init__(

@@ -5,17 +5,24 @@ with every event, in the task that caused it. A hook must be quick and must not 
 runs on the event loop, inside the call. A hook that raises is logged once and otherwise
 ignored. No event ever holds the API key.
 
-Per call, in order::
+Per call, in order:
 
-    CallStarted
-      AttemptFinished            one per request sent (or tried)
-      RetryScheduled             after a failed attempt that will be retried
-      AttemptFinished ...
-    CallFinished                 once, with the persona or the error
+```text
+CallStarted
+  AttemptFinished            one per request sent (or tried)
+  RetryScheduled             after a failed attempt that will be retried
+  AttemptFinished ...
+  RetryBudgetExhausted       instead of RetryScheduled, when the budget refuses a retry
+CallFinished                 once, with the persona or the error (neither: cancelled)
+```
+
+The events of one call share its ``call_id``, unique among the calls of the process, so a
+hook can tell concurrent calls apart.
 
 What the client's shared throttle decides, as it happens: :class:`RateChanged`,
 :class:`PauseStarted`, :class:`BreakerOpened`, :class:`BreakerClosed` and
-:class:`RetryBudgetExhausted`.
+:class:`RetryBudgetExhausted`. These go to the hooks of the client that owns the
+throttle (the one constructed, not one made by ``with_options``).
 """
 
 from __future__ import annotations
@@ -49,9 +56,13 @@ class CallStarted:
 
     Attributes:
         request: The validated request.
+        url: The URL the call posts to (it never holds the key).
+        call_id: The call's number, shared by all its events.
     """
 
     request: PersonaRequest
+    url: str = ""
+    call_id: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -64,6 +75,7 @@ class AttemptFinished:
         elapsed: Seconds the attempt took, from passing the throttle to its outcome.
         http_status: The HTTP status of the reply, ``None`` when there was none.
         error: The attempt's error, ``None`` on success.
+        call_id: The call's number, shared by all its events.
     """
 
     request: PersonaRequest
@@ -71,6 +83,7 @@ class AttemptFinished:
     elapsed: float
     http_status: int | None
     error: SunoPersonaError | None
+    call_id: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -82,24 +95,27 @@ class RetryScheduled:
         attempt: The attempt that failed.
         delay: Seconds until the next attempt is allowed to start.
         error: Why the attempt failed.
+        call_id: The call's number, shared by all its events.
     """
 
     request: PersonaRequest
     attempt: int
     delay: float
     error: SunoPersonaError
+    call_id: int = 0
 
 
 @attrs.frozen(kw_only=True)
 class CallFinished:
-    """A call ended, with a persona or an error.
+    """A call ended, with a persona or an error; with neither when it was cancelled.
 
     Attributes:
         request: The request of the call.
         attempts: Requests the call sent.
         elapsed: Seconds for the whole call.
         persona: The persona, on success.
-        error: The error, on failure.
+        error: The error, on failure (``None`` too when the call was cancelled).
+        call_id: The call's number, shared by all its events.
     """
 
     request: PersonaRequest
@@ -107,6 +123,7 @@ class CallFinished:
     elapsed: float
     persona: Persona | None
     error: SunoPersonaError | None
+    call_id: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -167,11 +184,13 @@ class RetryBudgetExhausted:
         request: The request of the call.
         attempt: The attempt that failed.
         error: Its error.
+        call_id: The call's number, shared by all its events.
     """
 
     request: PersonaRequest
     attempt: int
     error: SunoPersonaError
+    call_id: int = 0
 
 
 Event = Union[  # noqa: UP007 - a runtime alias that must work on Python 3.10

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import pty
 import shutil
@@ -21,6 +22,7 @@ import attrs
 import pytest
 
 import suno_persona as sp
+from suno_persona import events
 from suno_persona._cli import _connect, _console, _main, _records
 from suno_persona.testing import PersonaEmulator
 
@@ -709,6 +711,20 @@ class TestInProcess:
         error = sp.APIConnectionError("cannot connect to 127.0.0.1:9", attempts=3)
         assert _console.describe(error) == "cannot connect to 127.0.0.1:9 after 3 attempts"
         assert _console.describe(sp.APIConnectionError("x", attempts=1)) == "x"
+
+    def test_retry_counter_counts_retry_events_not_log_text(self, caplog):
+        """Only RetryScheduled events count; a log record that reads like one does not."""
+        counter = _console.RetryCounter()
+        redraws = []
+        counter.changed = lambda: redraws.append(counter.count)
+        request = sp.PersonaRequest(task_id="t", suno_id="s", name="n")
+        error = sp.RateLimitError("slow", code=429, http_status=429)
+        counter(events.RetryScheduled(request=request, attempt=1, delay=0.5, error=error))
+        counter(events.CallStarted(request=request))
+        with caplog.at_level(logging.INFO, logger="suno_persona"):
+            logging.getLogger("suno_persona").info("retrying after attempt %d: code 429", 1)
+        counter(events.RetryScheduled(request=request, attempt=2, delay=0.5, error=error))
+        assert (counter.count, redraws) == (2, [1, 2])
 
     def test_a_wildcard_address_prints_as_loopback(self):
         assert _main.usable_url("http://0.0.0.0:8000") == "http://127.0.0.1:8000"

@@ -150,3 +150,28 @@ async def test_the_session_is_closed_when_its_loop_shuts_down(base_url):
     await client.close()
     assert session.closed
     assert client._watcher is None
+
+
+def test_a_with_options_client_follows_its_parent_to_a_new_loop(base_url):
+    """A client made by with_options uses its parent's current session: after the parent
+    rebinds to the next asyncio.run, the child sends through the new session, and closing
+    the parent in the last loop leaves nothing open or warned about."""
+    parent = sp.AsyncPersonaClient(KEY, base_url=base_url)
+    child = parent.with_options(timeout=5)
+    sessions = []
+
+    async def through_child() -> list[str]:
+        ids = await _burst(child, 2)
+        sessions.append(parent._session)
+        assert await child._ensure_open() is parent._session
+        return ids
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert asyncio.run(through_child()) == ["p_1"] * 2
+        assert asyncio.run(through_child()) == ["p_1"] * 2
+        asyncio.run(parent.close())
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+    assert sessions[0] is not sessions[1]
+    assert child.closed

@@ -205,8 +205,9 @@ async def run_batch(args: argparse.Namespace, secrets: Secrets, logs: Logs) -> i
         tally = Tally(total=_count(source, form, finished))
         pending: dict[int, int] = {}
         lines = _requests(_parse(stream, form), finished, pending, sink, tally, secrets)
-        async with open_client(reach) as client:
+        async with open_client(reach, event_hooks=[logs.retries]) as client:
             with progress(tally, logs.retries) as shown:
+                logs.retries.changed = shown.update
                 try:
                     stopped_by = await until_signal(
                         _send(client, lines, pending, args.concurrency, sink, tally, secrets, shown)

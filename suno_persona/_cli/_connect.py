@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, Final
 
 import attrs
 
 from suno_persona import AsyncPersonaClient, RetryPolicy, SunoPersonaError, _config
 from suno_persona._cli._console import Secrets
+from suno_persona.events import Event
 
 __all__ = [
     "Connection",
@@ -85,7 +86,9 @@ def connection(args: argparse.Namespace, secrets: Secrets) -> Connection:
 
 
 @contextlib.asynccontextmanager
-async def open_client(connection: Connection) -> AsyncIterator[AsyncPersonaClient]:
+async def open_client(
+    connection: Connection, *, event_hooks: Iterable[Callable[[Event], object]] = ()
+) -> AsyncIterator[AsyncPersonaClient]:
     """The client, and with ``--emulate`` the in-process emulator it sends to."""
     async with contextlib.AsyncExitStack() as stack:
         base_url = connection.base_url
@@ -109,6 +112,7 @@ async def open_client(connection: Connection) -> AsyncIterator[AsyncPersonaClien
                 retry=retry,
                 allow_insecure_http=connection.allow_insecure_http,
                 throttle_store=connection.throttle_store,
+                event_hooks=event_hooks,
             )
         except SunoPersonaError as error:
             raise UsageError(_insecure_hint(str(error))) from None

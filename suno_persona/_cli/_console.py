@@ -1,9 +1,8 @@
 """What the command shows on the console: error lines, logs, the progress display, the summary.
 
 Everything goes to stderr except a command's result (``generate``'s JSON, ``batch -o -``'s
-records, ``emulator``'s URL). Keys in use are masked in all of it. The retry counter reads
-the library's log records (the only signal there is today); it sits here, alone, so that it
-can be swapped for the library's events.
+records, ``emulator``'s URL). Keys in use are masked in all of it. The retry counter and
+the progress display are fed by the client's events (``event_hooks``), never by log text.
 """
 
 from __future__ import annotations
@@ -12,12 +11,13 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final, Protocol, TextIO
 
 import attrs
 
 from suno_persona import APIError, SunoPersonaError
+from suno_persona.events import RetryScheduled
 
 __all__ = [
     "Logs",
@@ -91,25 +91,39 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
-class RetryCounter(logging.Handler):
-    """Counts the library's "retrying after attempt N" records (there is no other signal)."""
+class RetryCounter:
+    """An event hook that counts the retries the client schedules.
+
+    Attributes:
+        count: Retries so far.
+        changed: Called after each one (the progress display redraws).
+    """
 
     def __init__(self) -> None:
-        super().__init__(logging.INFO)
         self.count = 0
+        self.changed: Callable[[], None] = _nothing
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.msg, str) and record.msg.startswith("retrying"):
+    def __call__(self, event: object) -> None:
+        if isinstance(event, RetryScheduled):
             self.count += 1
+            self.changed()
+
+
+def _nothing() -> None:
+    pass
 
 
 class Logs:
-    """The logging set-up of one run: the retry counter, and debug logs on stderr with ``-v``."""
+    """The logging set-up of one run (debug logs on stderr with ``-v``), and its retry counter."""
 
     def __init__(self, secrets: Secrets, *, verbose: bool) -> None:
         self.retries = RetryCounter()
         level = logging.DEBUG if verbose else logging.INFO
-        self._wiring: list[tuple[str, int, logging.Handler]] = [(_LOGGER, level, self.retries)]
+        # Without -v the library's records are swallowed here, not printed by logging's
+        # last-resort handler: the command reports what went wrong in its own words.
+        self._wiring: list[tuple[str, int, logging.Handler]] = [
+            (_LOGGER, level, logging.NullHandler())
+        ]
         if verbose:
             to_stderr = _StderrHandler(secrets)
             self._wiring += [(_LOGGER, level, to_stderr), ("aiohttp.access", level, to_stderr)]
