@@ -27,7 +27,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import aiohttp
-import attrs
 
 from suno_persona import _config, _protocol, _store, _transport
 from suno_persona._deadline import Deadline, WouldPassDeadline
@@ -47,7 +46,7 @@ from suno_persona._fanout import (
 )
 from suno_persona._models import Persona, PersonaRequest
 from suno_persona._retry import RetryBudget, RetryHooks, RetryPolicy, build_retrying
-from suno_persona._throttle import Answer, GateClosed, Throttle, ThrottlePolicy
+from suno_persona._throttle import Answer, GateClosed, Pass, Throttle, ThrottlePolicy
 from suno_persona.events import (
     AttemptFinished,
     CallFinished,
@@ -68,6 +67,7 @@ DEFAULT_BASE_URL = _config.DEFAULT_BASE_URL
 MAX_BODY_BYTES = _transport.MAX_BODY_BYTES
 _DEFAULT_CONCURRENCY = 100
 _NO_RETRIES = RetryPolicy(max_attempts=1)
+_UNBOUNDED = Deadline()
 
 Outcome = Persona | SunoPersonaError
 """One result of a fan-out: the :class:`Persona`, or the request's :class:`SunoPersonaError`."""
@@ -86,18 +86,27 @@ _UNSET: Final = _Unset.UNSET
 _CALL_IDS = itertools.count(1)  # next() on it is atomic: ids are unique in the process
 
 
-@attrs.define
 class _Call:
     """One call's bookkeeping: what it sends, by when, and how many times it did."""
 
-    request: PersonaRequest
-    prepared: _protocol.PreparedRequest
-    url: str
-    started: float
-    deadline: Deadline
-    call_id: int = 0
-    sent: int = 0
-    spent: int = 0
+    __slots__ = ("call_id", "deadline", "prepared", "request", "sent", "spent", "started", "url")
+
+    def __init__(
+        self,
+        request: PersonaRequest,
+        prepared: _protocol.PreparedRequest,
+        url: str,
+        started: float,
+        deadline: Deadline,
+    ) -> None:
+        self.request = request
+        self.prepared = prepared
+        self.url = url
+        self.started = started
+        self.deadline = deadline
+        self.call_id = 0
+        self.sent = 0
+        self.spent = 0
 
 
 class AsyncPersonaClient:
@@ -428,31 +437,21 @@ class AsyncPersonaClient:
             return error
 
     async def _generate(self, request: PersonaRequest) -> Persona:
-        try:
-            return await self._call(request)
-        except SunoPersonaError as error:
-            # On Python 3.10 a coroutine may still see, as the exception being handled, a
-            # foreign one its task was woken with; our errors must not chain it.
-            _detach(error)
-            raise
-
-    async def _call(self, request: PersonaRequest) -> Persona:
-        session = await self._ensure_open()
+        session = self._open_session() or await self._ensure_open()
         prepared = _protocol.build_request(request, api_key=self._api_key)
         now = self._clock()
         call = _Call(
-            request=request,
-            prepared=prepared,
-            url=self._base_url + prepared.path,
-            started=now,
-            deadline=Deadline.after(self._retry.deadline, now),
+            request, prepared, self._base_url + prepared.path, now, self._deadline_from(now)
         )
         if self._hooks:
             call.call_id = next(_CALL_IDS)
             self._emit(CallStarted(request=request, url=call.url, call_id=call.call_id))
         try:
-            found = await self._run(session, call)
+            persona_id = await self._run(session, call)
         except SunoPersonaError as error:
+            # On Python 3.10 a coroutine may still see, as the exception being handled, a
+            # foreign one its task was woken with; our errors must not chain it.
+            _detach(error)
             error.attempts = call.sent
             error.elapsed = self._clock() - call.started
             if self._hooks:
@@ -481,7 +480,7 @@ class AsyncPersonaClient:
                 )
             raise
         persona = Persona(
-            persona_id=found.persona_id,
+            persona_id=persona_id,
             request=request,
             attempts=call.sent,
             elapsed=self._clock() - call.started,
@@ -499,8 +498,12 @@ class AsyncPersonaClient:
             )
         return persona
 
-    async def _run(self, session: aiohttp.ClientSession, call: _Call) -> Persona:
-        """The attempts of one call, under the retry policy."""
+    def _deadline_from(self, now: float) -> Deadline:
+        seconds = self._retry.deadline
+        return _UNBOUNDED if seconds is None else Deadline(now + seconds)
+
+    async def _run(self, session: aiohttp.ClientSession, call: _Call) -> str:
+        """The attempts of one call, under the retry policy; the persona id."""
         policy = self._retry
         # Most first attempts succeed: the tenacity driver is built only once one has
         # failed, and that failure is handed to it as the outcome of attempt 1.
@@ -553,7 +556,14 @@ class AsyncPersonaClient:
                 )
 
         def exhausted(attempt: int, error: BaseException) -> None:
-            logger.warning("retry budget exhausted: not retrying after attempt %d", attempt)
+            if budget is not None and not budget.warned:
+                # Once per outage, not once per call: a success makes it worth saying again.
+                budget.warned = True
+                logger.warning(
+                    "retry budget exhausted: calls fail with their last error instead of "
+                    "retrying until a request succeeds (first after attempt %d)",
+                    attempt,
+                )
             if self._hooks and isinstance(error, SunoPersonaError):
                 self._emit(
                     RetryBudgetExhausted(
@@ -563,92 +573,114 @@ class AsyncPersonaClient:
 
         return RetryHooks(scheduled=scheduled, exhausted=exhausted)
 
-    async def _attempt(self, session: aiohttp.ClientSession, call: _Call, number: int) -> Persona:
-        """One attempt: through the gate, then one HTTP exchange."""
+    async def _attempt(  # noqa: C901 - the hot path, kept in one frame on purpose
+        self, session: aiohttp.ClientSession, call: _Call, number: int
+    ) -> str:
+        """One attempt: through the gate, then one HTTP exchange; the persona id."""
         sent = call.sent
         try:
-            return await self._pass_and_send(session, call, number)
-        except WouldPassDeadline as signal:
-            error: SunoPersonaError = APITimeoutError(
-                f"the call's deadline would pass while {signal.reason}", sent=False, deadline=True
-            )
-            if math.isfinite(signal.wait):
-                error.retry_after = signal.wait
-        except GateClosed:
-            error = SunoPersonaError("the client was closed while the call was waiting to send")
-        except SunoPersonaError as failure:
-            failure.retryable = self._retry.is_retryable(failure)
-            raise
-        if call.sent == sent and call.spent and self._budget is not None:
-            self._budget.give_back(call.spent)
-        call.spent = 0
-        raise error
-
-    async def _pass_and_send(
-        self, session: aiohttp.ClientSession, call: _Call, number: int
-    ) -> Persona:
-        if self._closed:
-            raise GateClosed
-        async with self._throttle.slot(call.deadline) as passage:
-            now = self._clock()
-            timeout = min(self._timeout, call.deadline.remaining(now))
-            if timeout <= 0:
-                raise WouldPassDeadline("starting the attempt", 0.0)
-            call.sent += 1
-            logger.debug("attempt %d: %s %s", number, call.prepared.method, call.url)
-            # Our own session already applies self._timeout; only a shorter one, or a
-            # session of the user's, needs a timeout of its own on the request.
-            own_timeout = (
-                timeout == self._root._timeout  # noqa: SLF001 - the session's own timeout
-                and session is not self._user_session
-            )
-            try:
-                status, persona = await self._exchange(
-                    session, call, None if own_timeout else timeout
+            if self._closed:
+                raise GateClosed  # noqa: TRY301 - turned into our error below, with the others
+            async with self._throttle.slot(call.deadline) as passage:
+                now = self._clock()
+                timeout = min(self._timeout, call.deadline.remaining(now))
+                if timeout <= 0:
+                    raise WouldPassDeadline("starting the attempt", 0.0)  # noqa: TRY301
+                call.sent += 1
+                logger.debug("attempt %d: %s %s", number, call.prepared.method, call.url)
+                # Our own session already applies self._timeout; only a shorter one, or a
+                # session of the user's, needs a timeout of its own on the request.
+                own_timeout = (
+                    timeout == self._root._timeout  # noqa: SLF001 - the session's own timeout
+                    and session is not self._user_session
                 )
-            except SunoPersonaError as error:
-                _redact(error, self._api_key)
-                _detach(error)
-                passage.report(*_answer_of(error))
+                try:
+                    status, persona_id = await self._exchange(
+                        session, call, None if own_timeout else timeout
+                    )
+                except SunoPersonaError as failed:
+                    self._attempt_failed(call, number, now, passage, failed)
+                    # Without the frames below this one: their locals hold the reply, which
+                    # may echo the key, and that is what a traceback with locals would show.
+                    raise failed.with_traceback(None)  # noqa: B904 - the same error, fewer frames
+                passage.report(Answer.ACCEPTED)
+                if self._budget is not None:
+                    self._budget.succeeded()
                 if self._hooks:
                     self._emit(
                         AttemptFinished(
                             request=call.request,
                             attempt=number,
                             elapsed=self._clock() - now,
-                            http_status=getattr(error, "http_status", None),
-                            error=error,
+                            http_status=status,
+                            error=None,
                             call_id=call.call_id,
                         )
                     )
-                # Without the frames below this one: their locals hold the reply, which
-                # may echo the key, and that is what a traceback with locals would show.
-                raise error.with_traceback(None)  # noqa: B904 - the same error, fewer frames
-            passage.report(Answer.ACCEPTED)
-            if self._budget is not None:
-                self._budget.succeeded()
-            if self._hooks:
-                self._emit(
-                    AttemptFinished(
-                        request=call.request,
-                        attempt=number,
-                        elapsed=self._clock() - now,
-                        http_status=status,
-                        error=None,
-                        call_id=call.call_id,
-                    )
+                return persona_id
+        except WouldPassDeadline as signal:
+            stopped: SunoPersonaError = APITimeoutError(
+                f"the call's deadline would pass while {signal.reason}", sent=False, deadline=True
+            )
+            if math.isfinite(signal.wait):
+                stopped.retry_after = signal.wait
+        except GateClosed:
+            stopped = SunoPersonaError("the client was closed while the call was waiting to send")
+        except SunoPersonaError as failure:
+            failure.retryable = self._retry.is_retryable(failure)
+            raise
+        if call.sent == sent and call.spent and self._budget is not None:
+            self._budget.give_back(call.spent)
+        call.spent = 0
+        raise stopped
+
+    def _attempt_failed(
+        self, call: _Call, number: int, started: float, passage: Pass, error: SunoPersonaError
+    ) -> None:
+        _redact(error, self._api_key)
+        _detach(error)
+        passage.report(*_answer_of(error))
+        if self._hooks:
+            self._emit(
+                AttemptFinished(
+                    request=call.request,
+                    attempt=number,
+                    elapsed=self._clock() - started,
+                    http_status=getattr(error, "http_status", None),
+                    error=error,
+                    call_id=call.call_id,
                 )
-            return persona
+            )
 
     async def _exchange(
         self, session: aiohttp.ClientSession, call: _Call, timeout: float | None
-    ) -> tuple[int, Persona]:
-        """Send and parse: the raw reply, which may echo the key, lives only in this frame."""
-        status, headers, body = await _send(session, call.url, call.prepared, timeout, self)
-        persona = _protocol.parse_response(
-            status, headers, body, request=call.request, now=time.time()
-        )
-        return status, persona
+    ) -> tuple[int, str]:
+        """Send and parse: the raw reply, which may echo the key, lives only in this frame.
+
+        A cancellation that comes from closing the client (aiohttp cancels what waits on the
+        connections it closes) is our error; the caller's own cancellation propagates.
+        """
+        try:
+            status, headers, body = await _transport.send(session, call.url, call.prepared, timeout)
+        except asyncio.CancelledError:
+            if not self.closed or _cancelling():
+                raise
+            raise SunoPersonaError("the client was closed while the call was in flight") from None
+        persona_id = _protocol.parse_persona_id(status, headers, body, now=time.time())
+        return status, persona_id
+
+    def _open_session(self) -> aiohttp.ClientSession | None:
+        """The session, when it is ready for this loop (the common case); else ``None``."""
+        root = self._root
+        session = root._session  # noqa: SLF001 - same class
+        if (
+            self._closed
+            or session is None
+            or session.closed
+            or root._loop is not asyncio.get_running_loop()  # noqa: SLF001 - same class
+        ):
+            return None
+        return session
 
     async def _ensure_open(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -697,26 +729,6 @@ class AsyncPersonaClient:
         if watcher is not None:
             with contextlib.suppress(Exception):
                 await watcher.aclose()
-
-
-async def _send(
-    session: aiohttp.ClientSession,
-    url: str,
-    prepared: _protocol.PreparedRequest,
-    timeout: float | None,
-    client: AsyncPersonaClient,
-) -> tuple[int, Mapping[str, str], bytes]:
-    """One HTTP exchange through the transport; see :func:`_transport.send`.
-
-    A cancellation that comes from closing ``client`` (aiohttp cancels what waits on the
-    connections it closes) is our error; the caller's own cancellation propagates.
-    """
-    try:
-        return await _transport.send(session, url, prepared, timeout)
-    except asyncio.CancelledError:
-        if not client.closed or _cancelling():
-            raise
-    raise SunoPersonaError("the client was closed while the call was in flight")
 
 
 def _cancelling() -> bool:

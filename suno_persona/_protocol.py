@@ -24,6 +24,7 @@ __all__ = [
     "USER_AGENT",
     "PreparedRequest",
     "build_request",
+    "parse_persona_id",
     "parse_response",
     "parse_retry_after",
 ]
@@ -130,6 +131,11 @@ def parse_response(
         APIError: The API answered with an error code (a subclass for documented codes).
         InvalidResponseError: A 2xx reply that is not a valid success envelope.
     """
+    return Persona(persona_id=parse_persona_id(status, headers, body, now=now), request=request)
+
+
+def parse_persona_id(status: int, headers: Mapping[str, str], body: bytes, *, now: float) -> str:
+    """:func:`parse_response` without building the :class:`Persona`: the id alone."""
     envelope = _decode_envelope(body)
     is_2xx = 200 <= status < 300  # noqa: PLR2004
     if envelope is None:
@@ -159,7 +165,7 @@ def parse_response(
             raise InvalidResponseError(
                 "success reply without a non-empty string data.persona_id", http_status=status
             )
-        return Persona(persona_id=persona_id, request=request)
+        return persona_id
 
     message = envelope.get("message") if envelope is not None else None
     if not isinstance(message, str) or not message:

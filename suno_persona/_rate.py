@@ -162,15 +162,13 @@ class AdaptiveRate:
 
     def accepted(self, now: float, sent_at: float) -> None:
         """The API processed a request sent at ``sent_at`` (any answer but 429)."""
-        self._bucket(now)
-        self._accepted[self._index(now)] += 1
+        self._accepted[self._bucket(now)] += 1
         if sent_at > self._cut_at:
             self._after[0] += 1
 
     def refused(self, now: float, sent_at: float) -> RateChange | None:
         """The API refused (429) a request sent at ``sent_at``; return the change on a cut."""
-        self._bucket(now)
-        self._refused[self._index(now)] += 1
+        self._refused[self._bucket(now)] += 1
         if sent_at > self._cut_at:
             self._after[1] += 1
         measured = self._too_fast(now)
@@ -229,11 +227,8 @@ class AdaptiveRate:
             self._cut_at += now - self._frozen_at
             self._frozen_at = None
 
-    def _index(self, now: float) -> int:
-        return int(now // self._bucket_span) % _BUCKETS
-
-    def _bucket(self, now: float) -> None:
-        """Start the bucket ``now`` falls in afresh if it last held an older slice of time."""
+    def _bucket(self, now: float) -> int:
+        """The bucket ``now`` falls in, started afresh if it last held an older slice of time."""
         if self._first_at is None:
             self._first_at = now
         stamp = int(now // self._bucket_span)
@@ -242,6 +237,7 @@ class AdaptiveRate:
             self._stamps[index] = stamp
             self._accepted[index] = 0
             self._refused[index] = 0
+        return index
 
     def _totals(self, now: float, buckets: int = _BUCKETS) -> tuple[int, int]:
         """Accepted and refused answers over the last ``buckets`` (the current one included)."""

@@ -120,7 +120,7 @@ class RetryBudget:
         refund: Tokens a success earns back.
     """
 
-    __slots__ = ("_capacity", "_cost", "_refund", "_timeout_cost", "tokens")
+    __slots__ = ("_capacity", "_cost", "_refund", "_timeout_cost", "tokens", "warned")
 
     def __init__(self, *, capacity: int, cost: int, timeout_cost: int, refund: int) -> None:
         self._capacity = capacity
@@ -128,6 +128,7 @@ class RetryBudget:
         self._timeout_cost = timeout_cost
         self._refund = refund
         self.tokens = capacity
+        self.warned = False
 
     def cost_of(self, error: BaseException) -> int:
         """What a retry after ``error`` costs."""
@@ -149,8 +150,9 @@ class RetryBudget:
         self.tokens = min(self._capacity, self.tokens + cost)
 
     def succeeded(self) -> None:
-        """A success earns some tokens back."""
+        """A success earns some tokens back (and a later exhaustion is worth a warning again)."""
         self.tokens = min(self._capacity, self.tokens + self._refund)
+        self.warned = False
 
 
 @attrs.frozen

@@ -36,8 +36,7 @@ import asyncio
 import collections
 import enum
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import attrs
@@ -53,6 +52,7 @@ __all__ = [
     "GateClosed",
     "LocalState",
     "Pass",
+    "Slot",
     "Throttle",
     "ThrottlePolicy",
     "ThrottleState",
@@ -295,6 +295,13 @@ class LocalState:
     def report(
         self, answer: Answer, retry_after: float | None, *, now: float, sent_at: float, probe: bool
     ) -> bool:
+        if answer is Answer.ACCEPTED and not probe and not self._breaker.is_open:
+            # The common case, kept short: a plain success.
+            self._pause_level = 0
+            self._accepted_at = now
+            if self._rate is not None:
+                self._rate.accepted(now, sent_at)
+            return False
         cap = self._max_pause
         adopted = retry_after if retry_after is not None and retry_after <= cap else None
         if answer is Answer.MAINTENANCE:
@@ -405,14 +412,23 @@ class _Slots:
                 waiter.cancel()
 
 
-@attrs.define
 class Pass:
-    """One request's passage through the gate; report the API's answer on it."""
+    """One request's passage through the gate; report the API's answer on it.
 
-    _throttle: Throttle
-    decision: Decision
-    sent_at: float
-    reported: bool = False
+    Attributes:
+        decision: What the shared state decided for this send.
+        sent_at: When it was let through.
+        reported: Whether an answer was reported.
+    """
+
+    __slots__ = ("_throttle", "decision", "places", "reported", "sent_at")
+
+    def __init__(self, throttle: Throttle, decision: Decision, sent_at: float) -> None:
+        self._throttle = throttle
+        self.decision = decision
+        self.sent_at = sent_at
+        self.reported = False
+        self.places: tuple[_Slots | None, _Slots | None] = (None, None)
 
     def report(self, answer: Answer, retry_after: float | None = None) -> None:
         """Tell the shared state how the API answered."""
@@ -425,9 +441,26 @@ class Pass:
             answer, retry_after, now=now, sent_at=self.sent_at, probe=probe
         ):
             throttle.notify()
-        throttle.answered(now)
-        if answer is Answer.ACCEPTED:
-            throttle.grow_window()
+        throttle.answered(now, accepted=answer is Answer.ACCEPTED)
+
+
+class Slot:
+    """``async with throttle.slot(deadline) as passage``: one request's place at the gate."""
+
+    __slots__ = ("_deadline", "_passage", "_throttle")
+
+    def __init__(self, throttle: Throttle, deadline: Deadline) -> None:
+        self._throttle = throttle
+        self._deadline = deadline
+        self._passage: Pass | None = None
+
+    async def __aenter__(self) -> Pass:
+        self._passage = await self._throttle.enter(self._deadline)
+        return self._passage
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._passage is not None:
+            self._throttle.leave(self._passage)
 
 
 class Throttle:
@@ -514,13 +547,10 @@ class Throttle:
         if changed is not None and not changed.done():
             changed.set_result(None)
 
-    def answered(self, now: float) -> None:
-        """An answer came back: the slow start grows with answers, not with time."""
+    def answered(self, now: float, *, accepted: bool) -> None:
+        """An answer came back: the slow start grows with answers (one more per success)."""
         self._answered_at = now
-
-    def grow_window(self) -> None:
-        """A success widens the slow start's window by one."""
-        if self._window is not None:
+        if accepted and self._window is not None:
             self._set_window(self._window + 1)
 
     def _set_window(self, size: int | None) -> None:
@@ -559,8 +589,7 @@ class Throttle:
             self._closing = asyncio.get_running_loop().create_future()
         return self._closing
 
-    @asynccontextmanager
-    async def slot(self, deadline: Deadline) -> AsyncIterator[Pass]:
+    def slot(self, deadline: Deadline) -> Slot:
         """A place to send one request: ``async with throttle.slot(deadline) as passage``.
 
         Entering waits, in this order, for a place in flight, a place in the start-up
@@ -571,28 +600,45 @@ class Throttle:
             WouldPassDeadline: Waiting would take the call past ``deadline``.
             GateClosed: The client was closed.
         """
+        return Slot(self, deadline)
+
+    async def enter(self, deadline: Deadline) -> Pass:
+        """Wait for permission to send (see :meth:`slot`); :meth:`leave` gives it back."""
         if self._closed:
             raise GateClosed
         in_flight = self._in_flight
         if in_flight is not None and not in_flight.try_take():
             await self._take(in_flight, deadline, "a place in flight")
+        windowed = self._windowed
         try:
-            windowed = self._windowed
             if windowed is not None:
                 windowed = await self._enter_window(windowed, deadline)
             try:
                 passage = await self._admit(deadline)
-                try:
-                    yield passage
-                finally:
-                    if not passage.reported and self.state is not None:
-                        self._release(passage.decision)
-            finally:
-                if windowed is not None and windowed is self._windowed:
-                    windowed.give(1)
-        finally:
+            except BaseException:
+                self._give_window(windowed)
+                raise
+        except BaseException:
             if in_flight is not None:
                 in_flight.give(1)
+            raise
+        passage.places = (in_flight, windowed)
+        return passage
+
+    def leave(self, passage: Pass) -> None:
+        """Give back what :meth:`enter` took; a send that reported nothing is released."""
+        in_flight, windowed = passage.places
+        try:
+            if not passage.reported and self.state is not None:
+                self._release(passage.decision)
+        finally:
+            self._give_window(windowed)
+            if in_flight is not None:
+                in_flight.give(1)
+
+    def _give_window(self, windowed: _Slots | None) -> None:
+        if windowed is not None and windowed is self._windowed:
+            windowed.give(1)
 
     def _release(self, decision: Decision) -> None:
         assert self.state is not None  # noqa: S101 - only called with a state

@@ -10,6 +10,7 @@ import pytest
 
 import suno_persona as sp
 from suno_persona._retry import RetryBudget, RetryHooks, build_retrying
+from suno_persona.testing import PersonaEmulator
 
 
 def rate_limited(retry_after: float | None = None) -> sp.RateLimitError:
@@ -244,3 +245,22 @@ class TestRetrying:
         assert "code 429" in lines[0]
         assert "sleeping 2.000s" in lines[0]
         assert "code 455" in lines[1]
+
+
+async def test_an_exhausted_budget_is_logged_once_per_outage(caplog):
+    """Regression: every call of an outage logged its own 'budget exhausted' warning."""
+    async with PersonaEmulator() as emu:
+        emu.fail_next(500, times=1000)
+        policy = sp.RetryPolicy(
+            max_attempts=10, initial_delay=0.001, max_delay=0.001, retry_server_errors=True
+        )
+        throttle = sp.ThrottlePolicy(retry_budget=10, retry_cost=5)
+        async with sp.AsyncPersonaClient(
+            "sk-test", base_url=emu.base_url, retry=policy, throttle=throttle
+        ) as client:
+            for i in range(5):
+                await client.generate_many(
+                    [sp.PersonaRequest(task_id="t", suno_id=f"s{i}", name="n")]
+                )
+    warnings = [r for r in caplog.records if "budget exhausted" in r.getMessage()]
+    assert len(warnings) == 1
