@@ -455,29 +455,11 @@ class AsyncPersonaClient:
             error.attempts = call.sent
             error.elapsed = self._clock() - call.started
             if self._hooks:
-                self._emit(
-                    CallFinished(
-                        request=request,
-                        attempts=call.sent,
-                        elapsed=error.elapsed,
-                        persona=None,
-                        error=error,
-                        call_id=call.call_id,
-                    )
-                )
+                self._finished(call, error.elapsed, error=error)
             raise
         except BaseException:
             if self._hooks:
-                self._emit(
-                    CallFinished(
-                        request=request,
-                        attempts=call.sent,
-                        elapsed=self._clock() - call.started,
-                        persona=None,
-                        error=None,
-                        call_id=call.call_id,
-                    )
-                )
+                self._finished(call, self._clock() - call.started)
             raise
         persona = Persona(
             persona_id=persona_id,
@@ -486,17 +468,28 @@ class AsyncPersonaClient:
             elapsed=self._clock() - call.started,
         )
         if self._hooks:
-            self._emit(
-                CallFinished(
-                    request=request,
-                    attempts=call.sent,
-                    elapsed=persona.elapsed,
-                    persona=persona,
-                    error=None,
-                    call_id=call.call_id,
-                )
-            )
+            self._finished(call, persona.elapsed, persona=persona)
         return persona
+
+    def _finished(
+        self,
+        call: _Call,
+        elapsed: float,
+        *,
+        persona: Persona | None = None,
+        error: SunoPersonaError | None = None,
+    ) -> None:
+        """Emit the call's :class:`CallFinished` (with neither persona nor error: cancelled)."""
+        self._emit(
+            CallFinished(
+                request=call.request,
+                attempts=call.sent,
+                elapsed=elapsed,
+                persona=persona,
+                error=error,
+                call_id=call.call_id,
+            )
+        )
 
     def _deadline_from(self, now: float) -> Deadline:
         seconds = self._retry.deadline
