@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import importlib.util
 import shutil
 import socket
 import statistics
@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 from suno_persona.testing import PersonaEmulator
 
@@ -42,28 +43,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def fleet(base_url: str, store: str, processes: int, each: int) -> list[dict]:
-    start_at = time.time() + 2.0
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(WORKER),
-            base_url,
-            KEY,
-            store,
-            str(each),
-            repr(start_at),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        for _ in range(processes)
-    ]
-    outs = await asyncio.gather(*(p.communicate() for p in procs))
-    return [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outs]
+def _worker() -> ModuleType:
+    """``tests/redis_worker.py``, whose ``run_fleet`` the test uses too."""
+    spec = importlib.util.spec_from_file_location("redis_worker", WORKER)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 async def measure(store: str, processes: int, each: int) -> dict:
     async with PersonaEmulator(api_keys=[KEY], rate_limit=RATE, burst=BURST) as emulator:
-        results = await fleet(emulator.base_url, store, processes, each)
+        results = await _worker().run_fleet(emulator.base_url, KEY, store, processes, each)
     total = processes * each
     took = max(r["end"] for r in results) - min(r["start"] for r in results)
     calls = sorted(c for r in results for c in r["calls"])

@@ -3,6 +3,7 @@
 ``python redis_worker.py BASE_URL KEY STORE N START_AT`` (STORE ``-`` for none) waits until
 the wall clock reaches START_AT, sends N requests with ``generate_many`` and prints one JSON
 line: start and end (wall clock), successes, 429s seen, and the store's script-call times.
+:func:`run_fleet` starts several of them together (the test and the benchmark both use it).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 
 import suno_persona as sp
+
+SCRIPT = str(Path(__file__).resolve())
 
 
 async def main(base_url: str, key: str, store: str, count: int, start_at: float) -> None:
@@ -54,6 +58,28 @@ async def main(base_url: str, key: str, store: str, count: int, start_at: float)
             }
         )
     )
+
+
+async def run_fleet(base_url: str, key: str, store: str, processes: int, each: int) -> list[dict]:
+    """Run ``processes`` workers of ``each`` requests, started together; their JSON lines."""
+    start_at = time.time() + 2.0  # every process imported and connected by then
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            SCRIPT,
+            base_url,
+            key,
+            store,
+            str(each),
+            repr(start_at),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(processes)
+    ]
+    outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 120)
+    if any(p.returncode != 0 for p in procs):
+        raise RuntimeError(f"a worker failed: exit codes {[p.returncode for p in procs]}")
+    return [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outs]
 
 
 if __name__ == "__main__":

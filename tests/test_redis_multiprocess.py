@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
-import time
-from pathlib import Path
-
 import pytest
+from redis_worker import run_fleet
 
 from suno_persona.testing import PersonaEmulator
 
 pytest.importorskip("redis")
 
-WORKER = Path(__file__).resolve().with_name("redis_worker.py")
 KEY = "sk-multiprocess"
 PROCESSES = 4
 PER_PROCESS = 100
@@ -22,30 +16,10 @@ RATE = 50.0
 BURST = 10
 
 
-async def run_fleet(base_url: str, store: str) -> list[dict]:
-    start_at = time.time() + 2.0  # every process imported and connected by then
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(WORKER),
-            base_url,
-            KEY,
-            store,
-            str(PER_PROCESS),
-            repr(start_at),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        for _ in range(PROCESSES)
-    ]
-    outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 120)
-    assert all(p.returncode == 0 for p in procs)
-    return [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outs]
-
-
 @pytest.mark.slow
 async def test_four_processes_share_one_rate_limit(redis_url):
     async with PersonaEmulator(api_keys=[KEY], rate_limit=RATE, burst=BURST) as emulator:
-        results = await run_fleet(emulator.base_url, redis_url)
+        results = await run_fleet(emulator.base_url, KEY, redis_url, PROCESSES, PER_PROCESS)
         accepted = sorted(r.timestamp for r in emulator.requests if r.code == 200)
     total = PROCESSES * PER_PROCESS
     took = max(r["end"] for r in results) - min(r["start"] for r in results)
