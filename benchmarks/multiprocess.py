@@ -69,15 +69,11 @@ async def measure(store: str, processes: int, each: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=100, help="per process")
-    parser.add_argument("--repeat", type=int, default=1)
-    args = parser.parse_args()
+def report(processes: int = 4, each: int = 100, repeat: int = 1) -> str:
+    """The markdown table of the scenario (``python -m benchmarks.run`` prints it too)."""
     program = shutil.which("redis-server")
     if program is None:
-        sys.exit("redis-server is not installed (apt-get install redis-server)")
+        return "Not run: redis-server is not installed (apt-get install redis-server)."
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         redis = subprocess.Popen(
@@ -88,27 +84,47 @@ def main() -> None:
         try:
             time.sleep(0.5)
             rows = []
-            for _ in range(args.repeat):
+            for _ in range(repeat):
                 for name, store in (("in-process (default)", "-"),
                                     ("shared through Redis", f"redis://127.0.0.1:{port}/0")):  # fmt: skip
                     print(f"running {name} ...", file=sys.stderr)
-                    rows.append((name, asyncio.run(measure(store, args.processes, args.requests))))
+                    rows.append((name, asyncio.run(measure(store, processes, each))))
         finally:
             redis.kill()
             redis.wait()
-    print(f"{args.processes} processes x {args.requests} requests, one key, emulator {RATE:g}/s "
-          f"burst {BURST}\n")  # fmt: skip
-    print("| throttle state | time / ideal | 429s per request | script calls per request "
-          "| script call p50 | script call p99 |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- |")
+    lines = [
+        (
+            f"{processes} processes x {each} requests, one key, emulator {RATE:g}/s burst {BURST}; "
+            f"targets for the shared store: time <= {TARGET_RATIO}x ideal, "
+            f"<= {TARGET_429} 429s per request"
+        ),
+        "",
+        (
+            "| throttle state | time / ideal | 429s per request | script calls per request "
+            "| script call p50 | script call p99 |"
+        ),
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, m in rows:
         shared = name.startswith("shared")
         mark = "✓" if m["ratio"] <= TARGET_RATIO else "✗"
         mark429 = "✓" if m["refused"] <= TARGET_429 else "✗"
-        print(
+        lines.append(
             f"| {name} | {m['ratio']:.2f}x {mark} | {m['refused']:.3f} {mark429} | "
             + (f"{m['calls']:.2f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms |" if shared else "- | - | - |")
         )  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=100, help="per process")
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    if shutil.which("redis-server") is None:
+        sys.exit("redis-server is not installed (apt-get install redis-server)")
+    print(report(args.processes, args.requests, args.repeat))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Run from the repository root with the virtualenv active::
 
     python -m benchmarks.run                                  # every scenario and contender
     python -m benchmarks.run --scenario cpu --repeat 3
+    python -m benchmarks.run --scenario multiprocess          # 4 processes, Redis (needs redis-server)
 
 The server (``benchmarks/server.py``) runs in a child process on 127.0.0.1. Markdown tables go to
 stdout, progress to stderr. ``benchmarks/README.md`` explains the scenarios and the targets.
@@ -32,7 +33,10 @@ from typing import Any
 import aiohttp
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from benchmarks import multiprocess
+
 ENDPOINT = "/api/v1/client/job/suno-persona-generate"
+MULTIPROCESS = "multiprocess"
 SERVER_SCRIPT = Path(__file__).resolve().with_name("server.py")
 API_KEY = "bench-key"
 THROTTLED = frozenset({429, 455})
@@ -720,7 +724,7 @@ def render(args: argparse.Namespace, library: Library, results: dict[str, Any]) 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark suno-persona against a local server.")
-    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    parser.add_argument("--scenario", choices=[*SCENARIOS, MULTIPROCESS, "all"], default="all")
     parser.add_argument(
         "--contender",
         action="append",
@@ -736,6 +740,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, help="cap for everything (default 600 s)")
     args = parser.parse_args(argv)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    # the processes-sharing-Redis scenario runs its own fleet (benchmarks/multiprocess.py)
+    args.multiprocess = MULTIPROCESS in names or args.scenario == "all"
+    names = [name for name in names if name != MULTIPROCESS]
     overrides = {
         key: value
         for key, value in (
@@ -757,8 +764,13 @@ def main(argv: list[str] | None = None) -> None:
     faulthandler.dump_traceback_later(args.budget + 60, exit=True)
     library = Library.load()
     results = asyncio.run(run_all(args, library))
+    text = render(args, library, results)
+    if args.multiprocess:
+        text += "\n\n### Processes sharing one key through Redis\n\n" + multiprocess.report(
+            repeat=max(1, args.repeat or 1)
+        )
     faulthandler.cancel_dump_traceback_later()
-    print(render(args, library, results))
+    print(text)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ _BUCKETS = 10
 _BURST_SECONDS = 0.1
 _PROBE_FACTOR = 2.5
 _PROBE_INTERVALS_MAX = 64.0  # 2.5 ** 64 is past any limit: the rate stops mattering there
-_RECUT_SHARE = 0.25
+_RECUT_AFTER = 0.5  # of a window: when a cut that was not deep enough is cut again
 
 
 @attrs.frozen
@@ -188,17 +188,18 @@ class AdaptiveRate:
     def _too_fast(self, now: float) -> float | None:
         """The accepted rate to cut from, when the 429s say we send too fast; else ``None``.
 
-        Normally judged over the last window, once per window. Sooner when requests sent
-        after the last cut are refused too (a quarter or more of them): that cut was not
-        deep enough, and what was accepted since it measures the limit.
+        Normally judged over the last window, once per window. Sooner, half a window after
+        the last cut, when requests sent after it are refused too (as many and as large a
+        share as for a cut): that cut was not deep enough (a short window's accepted rate
+        includes the server's burst), and what was accepted since it measures the limit.
         """
         since = now - self._cut_at
         ok, refused = self._after
         if (
-            self._window / 5 <= since < self._window
+            self._window * _RECUT_AFTER <= since < self._window
             and ok > 0
             and refused >= _MIN_REFUSED
-            and refused >= _RECUT_SHARE * (ok + refused)
+            and refused >= _MIN_SHARE * (ok + refused)
         ):
             return ok / since
         if since < self._window:

@@ -24,7 +24,7 @@ local PROBE_FACTOR = 2.5
 local PROBE_INTERVALS_MAX = 64
 local MIN_REFUSED = 2
 local MIN_SHARE = 0.05
-local RECUT_SHARE = 0.25
+local RECUT_AFTER = 0.5
 local PAUSE_FIRST = 0.1
 local KEEP = 600
 local LIVE = 10
@@ -146,8 +146,8 @@ end
 local function too_fast(at)
   local since = at - cut_at()
   local ok, refused = R.aok, R.aref
-  if window / 5 <= since and since < window and ok > 0 and refused >= MIN_REFUSED
-      and refused >= RECUT_SHARE * (ok + refused) then
+  if window * RECUT_AFTER <= since and since < window and ok > 0 and refused >= MIN_REFUSED
+      and refused >= MIN_SHARE * (ok + refused) then
     return ok / since
   end
   if since < window then return nil end

@@ -171,6 +171,35 @@ async def test_the_rate_cut_is_shared_and_slots_are_reserved_across_processes(re
     await other.aclose()
 
 
+async def test_a_cut_that_was_not_deep_enough_is_cut_again_in_the_script_too(redis_url):
+    """The script's learner re-cuts half a window after a cut, as ``_rate.py`` does. The
+    answers are reported as if they came in over the last 1.7 s (the script places each
+    one by its age), so the test takes no time."""
+    state = make_state(redis_url)
+    await state.admit(time.monotonic(), 10.0, None)
+    base = time.monotonic() - 1.7
+    for i in range(50):
+        state.report(
+            Answer.ACCEPTED, None, now=base + i * 0.02, sent_at=base + i * 0.02, probe=False
+        )
+    for _ in range(3):
+        state.report(Answer.REFUSED, None, now=base + 1.0, sent_at=base + 1.0, probe=False)
+    await flush(state)
+    first = state.rate(time.monotonic())
+    assert first is not None
+    now, sent = base + 1.0, 0
+    while now < base + 1.6:
+        now += 1 / first
+        sent += 1
+        answer = Answer.REFUSED if sent % 12 == 0 else Answer.ACCEPTED
+        state.report(answer, None, now=now, sent_at=now, probe=False)
+    await flush(state)
+    cuts = [e for e in state.events if isinstance(e, sp.events.RateChanged)]  # type: ignore[attr-defined]
+    assert len(cuts) == 2
+    assert cuts[1].new == pytest.approx(0.85 * first * 11 / 12, rel=0.1)
+    await state.aclose()
+
+
 async def test_a_reserved_slot_is_served_without_a_round_trip(redis_url):
     state = make_state(redis_url)
     now = time.monotonic()

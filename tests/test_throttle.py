@@ -237,6 +237,33 @@ class TestAdaptiveRate:
             if end - start >= 4:
                 assert last >= 0.6 * limit, (start, end, last)
 
+    def test_a_cut_that_was_not_deep_enough_is_cut_again_within_half_a_window(self):
+        """Regression: a cut measured over a short span that held the server's burst landed
+        above the limit, and 429s went on at a few percent until a whole window had passed
+        (in the rate benchmark, a third of all 429s). Now half a window after the cut, 429s
+        among the sends since it (2 or more, 5% or more) cut it again, from what was
+        accepted since."""
+        rate = self.make()
+        for i in range(50):
+            rate.accepted(i * 0.02, i * 0.02)
+        for _ in range(3):
+            rate.refused(1.0, 1.0)
+        first = rate.rate(1.0)
+        assert first is not None
+        # at the new rate, one send in twelve is refused: still above the limit
+        changes, now, sent = [], 1.0, 0
+        while now < 1.6:
+            now += 1 / first
+            sent += 1
+            if sent % 12:
+                rate.accepted(now, now)
+            else:
+                changes.append(rate.refused(now, now))
+        cuts = [c for c in changes if c is not None]
+        assert len(cuts) == 1
+        accepted_since = first * 11 / 12
+        assert cuts[0].new == pytest.approx(0.85 * accepted_since, rel=0.1)
+
     def test_random_429s_then_a_real_limit(self):
         """Regression: 4 s of 40% random 429s, then a real 10/s limit, got 98% refused."""
         rate = self.make()
