@@ -203,8 +203,9 @@ local function rate_refused(at, sent_at)
 end
 
 -- the Retry-After pause
-local p = redis.call('HMGET', KEYS[3], 'until', 'level', 'acc')
-local P = { untl = tonumber(p[1]) or -math.huge, level = tonumber(p[2]) or 0, acc = tonumber(p[3]) }
+local p = redis.call('HMGET', KEYS[3], 'until', 'level', 'acc', 'set')
+local P = { untl = tonumber(p[1]) or -math.huge, level = tonumber(p[2]) or 0, acc = tonumber(p[3]),
+            set = tonumber(p[4]) or -math.huge }
 local pause_dirty = false
 
 -- the maintenance breaker; the probe lease is the key KEYS[6]
@@ -270,7 +271,8 @@ local function report(kind, at, sent_at, retry_after, probe, token)
     return
   end
   if adaptive then rate_refused(at, sent_at) end
-  if adopted ~= nil then
+  -- a 429 to a request sent before the last pause began is that pause's news
+  if adopted ~= nil and sent_at >= P.set then
     local pause = adopted
     if P.acc ~= nil and at - P.acc < window then
       local first = PAUSE_FIRST
@@ -282,6 +284,7 @@ local function report(kind, at, sent_at, retry_after, probe, token)
     end
     if at + pause > P.untl then
       P.untl = at + pause
+      P.set = at
       pause_dirty = true
       if adaptive and R.rate ~= nil then
         -- no send before the pause ends, and no burst right after it
@@ -383,6 +386,10 @@ if pause_dirty then
   if P.acc ~= nil then
     fields[#fields + 1] = 'acc'
     fields[#fields + 1] = fmt(P.acc)
+  end
+  if P.set > -math.huge then
+    fields[#fields + 1] = 'set'
+    fields[#fields + 1] = fmt(P.set)
   end
   redis.call('HSET', KEYS[3], unpack(fields))
   redis.call('EXPIRE', KEYS[3], KEEP)

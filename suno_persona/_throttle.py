@@ -61,6 +61,10 @@ __all__ = [
 _PAUSE_FIRST = 0.1
 _ASK_AHEAD = 0.1
 _START_DOUBLING = 0.015
+# With a shared store the window starts doubling with time only this long after the first
+# send: processes started together wait out their connections' set-up at once, and each
+# one's doubling alone would send the fleet several times the API's burst.
+_START_GRACE = 0.1
 
 
 def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -249,6 +253,7 @@ class LocalState:
             probe_max=min(policy.probe_max, max_pause),
         )
         self._paused_until = -math.inf
+        self._paused_at = -math.inf
         self._pause_level = 0
         self._accepted_at = -math.inf
         self._interval = policy.measure_interval
@@ -330,7 +335,8 @@ class LocalState:
             change = self._rate.refused(now, sent_at)
             if change is not None:
                 self._emit(RateChanged(old=change.old, new=change.new, reason=change.reason))
-        if adopted is not None:
+        if adopted is not None and sent_at >= self._paused_at:
+            # (A 429 to a request sent before the last pause began is that pause's news.)
             pause = adopted
             if now - self._accepted_at < self._interval:
                 learned = None if self._rate is None else self._rate.rate(now)
@@ -339,6 +345,7 @@ class LocalState:
                 self._pause_level += 1
             if now + pause > self._paused_until:
                 self._paused_until = now + pause
+                self._paused_at = now
                 if self._rate is not None:
                     self._rate.hold(self._paused_until)
                 self._emit(PauseStarted(seconds=pause, code=429))
@@ -494,6 +501,7 @@ class Throttle:
         self.state: ThrottleState | None = state
         if state is None and policy is not None:
             self.state = LocalState(policy, max_pause=max_pause, emit=emit)
+        self._start_grace = 0.0 if isinstance(self.state, LocalState) else _START_GRACE
         self._closed = False
         self._window: int | None = None
         self._started_at: float | None = None
@@ -658,7 +666,8 @@ class Throttle:
         """Take a place in the start-up window; ``None`` when the slow start ended meanwhile."""
         now = self.clock()
         if self._started_at is None:
-            self._started_at = self._doubled_at = now
+            self._started_at = now
+            self._doubled_at = now + self._start_grace - _START_DOUBLING
         self._grow_with_time(now)
         while not slots.try_take():
             if slots is not self._windowed:

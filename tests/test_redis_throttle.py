@@ -102,6 +102,21 @@ async def test_a_pause_seen_by_one_holds_the_others(redis_url):
     await other.aclose()
 
 
+async def test_429s_to_requests_sent_before_the_pause_do_not_lengthen_it(redis_url):
+    """The script, like the local state, takes a flight of 429s to requests sent before the
+    pause began as that pause's news: one pause of 0.1 s, not one doubling per answer."""
+    state = make_state(redis_url)
+    await state.admit(time.monotonic(), 10.0, None)
+    base = time.monotonic() - 0.05  # answers reported as if they came in over the last 50 ms
+    state.report(Answer.ACCEPTED, None, now=base, sent_at=base, probe=False)
+    for _ in range(20):
+        state.report(Answer.REFUSED, 1.0, now=base + 0.002, sent_at=base + 0.001, probe=False)
+    await flush(state)
+    pauses = [e.seconds for e in state.events if isinstance(e, sp.events.PauseStarted)]  # type: ignore[attr-defined]
+    assert pauses == [pytest.approx(0.1)]
+    await state.aclose()
+
+
 async def test_one_maintenance_probe_at_a_time_across_processes(redis_url):
     states = [make_state(redis_url) for _ in range(3)]
     now = time.monotonic()

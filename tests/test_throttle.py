@@ -15,7 +15,7 @@ import suno_persona as sp
 from suno_persona._breaker import Admit, MaintenanceBreaker
 from suno_persona._deadline import Deadline, WouldPassDeadline
 from suno_persona._rate import AdaptiveRate
-from suno_persona._throttle import Answer, GateClosed, Throttle
+from suno_persona._throttle import Answer, Decision, GateClosed, Throttle
 from suno_persona.events import BreakerClosed, BreakerOpened, PauseStarted, RateChanged
 from suno_persona.testing import PersonaEmulator
 
@@ -369,6 +369,54 @@ class TestGate:
         for holder in holders:
             await holder.__aexit__(None, None, None)
 
+    async def test_with_a_shared_store_the_window_waits_before_doubling(self, fake_time):
+        """Processes started together each wait out their connection's set-up: with a shared
+        store, the window starts doubling with time only 0.1 s after the first send, so
+        that a fleet's start-up does not send several times the API's burst."""
+
+        class Shared:  # any state that is not this process's own
+            def rate(self, _now):
+                return None
+
+            def blocked_until(self):
+                return -math.inf
+
+            async def admit(self, now, _max_wait, _reserved):
+                return Decision(now, go=True)
+
+            def report(self, *_args, **_kwargs):
+                return False
+
+            def release(self, _decision, _now):
+                return False
+
+        gates = {
+            "local": make_gate(fake_time, initial_window=2, max_window=64),
+            "shared": Throttle(
+                sp.ThrottlePolicy(initial_window=2, max_window=64),
+                max_concurrency=None,
+                max_pause=30.0,
+                clock=fake_time.clock,
+                sleep=fake_time.sleep,
+                state=Shared(),
+            ),
+        }
+        entered = {}
+        for name, gate in gates.items():
+            holders = [gate.slot(UNBOUNDED) for _ in range(16)]
+            entering = [asyncio.ensure_future(h.__aenter__()) for h in holders]
+            started = fake_time.now
+            while fake_time.now - started < 0.09:
+                fake_time.now += 0.01
+                await asyncio.wait(entering, timeout=0.05)
+            entered[name] = sum(t.done() for t in entering)
+            for holder, task in zip(holders, entering, strict=True):
+                if task.done():
+                    await holder.__aexit__(None, None, None)
+                else:
+                    task.cancel()
+        assert entered == {"local": 16, "shared": 2}
+
     async def test_answers_not_time_grow_the_window_of_a_fast_api(self, fake_time):
         """While answers keep coming, the window grows by one per success, not with time."""
         gate = make_gate(fake_time, initial_window=2, max_window=64)
@@ -412,6 +460,24 @@ class TestGate:
         await send(gate)
         await send(gate, Answer.REFUSED, 1.0)
         assert events[-1] == PauseStarted(seconds=0.1, code=429)
+
+    async def test_429s_to_requests_sent_before_the_pause_do_not_lengthen_it(self, fake_time):
+        """Regression: a flight of 429s answering requests sent before the first of them
+        doubled the pause once each, up to the server's whole Retry-After: the client idled
+        a second at every start-up (1.17 x the ideal in the Retry-After benchmark). Those
+        answers are the pause's own news; only a 429 to a request sent after it counts."""
+        events = []
+        state = make_gate(fake_time, events).state
+        now = fake_time.now
+        state.report(Answer.ACCEPTED, None, now=now, sent_at=now, probe=False)
+        in_flight = now + 0.001
+        for _ in range(20):
+            state.report(Answer.REFUSED, 1.0, now=now + 0.002, sent_at=in_flight, probe=False)
+        assert [e.seconds for e in events if isinstance(e, PauseStarted)] == [0.1]
+        assert state.blocked_until() == pytest.approx(now + 0.002 + 0.1)
+        later = now + 0.2  # sent after that pause: the next 429 doubles it
+        state.report(Answer.REFUSED, 1.0, now=later + 0.001, sent_at=later, probe=False)
+        assert [e.seconds for e in events if isinstance(e, PauseStarted)] == [0.1, 0.2]
 
     async def test_breaker_is_checked_when_a_reserved_send_wakes(self, fake_time):
         """Regression: calls waiting for a rate slot went out during maintenance."""
