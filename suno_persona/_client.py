@@ -574,11 +574,13 @@ class AsyncPersonaClient:
         try:
             if self._closed:
                 raise GateClosed  # noqa: TRY301 - turned into our error below, with the others
-            async with self._throttle.slot(call.deadline) as passage:
+            throttle = self._throttle
+            passage = await throttle.enter(call.deadline)
+            try:
                 now = self._clock()
                 timeout = min(self._timeout, call.deadline.remaining(now))
                 if timeout <= 0:
-                    raise WouldPassDeadline("starting the attempt", 0.0)  # noqa: TRY301
+                    raise WouldPassDeadline("starting the attempt", 0.0)
                 call.sent += 1
                 logger.debug("attempt %d: %s %s", number, call.prepared.method, call.url)
                 # Our own session already applies self._timeout; only a shorter one, or a
@@ -611,6 +613,8 @@ class AsyncPersonaClient:
                         )
                     )
                 return persona_id
+            finally:
+                throttle.leave(passage)
         except WouldPassDeadline as signal:
             stopped: SunoPersonaError = APITimeoutError(
                 f"the call's deadline would pass while {signal.reason}", sent=False, deadline=True

@@ -46,9 +46,17 @@ class PreparedRequest:
         return f"PreparedRequest(method={self.method!r}, path={self.path!r}, body={self.body!r})"
 
 
+# Built once: json.dumps with arguments builds an encoder per call, and json.loads matches
+# whitespace around the document with a regular expression; both cost more than the work.
+_OK = 200
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder()
+_JSON_WHITESPACE = " \t\n\r"
+
+
 def build_request(request: PersonaRequest, *, api_key: str) -> PreparedRequest:
     """Encode ``request`` as the endpoint expects it; the key travels in ``x-api-key`` only."""
-    body = json.dumps(request.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    body = _ENCODER.encode(request.to_dict())
     headers = {
         "x-api-key": api_key,
         "Content-Type": "application/json",
@@ -85,8 +93,11 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
 def _decode_envelope(body: bytes) -> dict[str, Any] | None:
     """Return the JSON envelope in ``body``, or ``None`` when the body is not one."""
     try:
-        parsed = json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8").strip(_JSON_WHITESPACE)
+        parsed, end = _DECODER.raw_decode(text)
     except (ValueError, RecursionError):
+        return None
+    if end != len(text):
         return None
     if not isinstance(parsed, dict):
         return None
@@ -146,7 +157,7 @@ def parse_persona_id(status: int, headers: Mapping[str, str], body: bytes, *, no
         code = status
     else:
         said = envelope["code"]
-        if said == http.HTTPStatus.OK:
+        if said == _OK:
             code = said if is_2xx else status
         elif _is_error_code(said):
             code = said
@@ -158,7 +169,7 @@ def parse_persona_id(status: int, headers: Mapping[str, str], body: bytes, *, no
         else:
             code = status
 
-    if code == http.HTTPStatus.OK and envelope is not None:
+    if code == _OK and envelope is not None:
         data = envelope.get("data")
         persona_id = data.get("persona_id") if isinstance(data, dict) else None
         if not isinstance(persona_id, str) or not persona_id:

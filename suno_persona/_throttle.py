@@ -277,6 +277,10 @@ class LocalState:
         return self._paused_until
 
     async def admit(self, now: float, max_wait: float, reserved: int | None) -> Decision:
+        return self.decide(now, max_wait, reserved)
+
+    def decide(self, now: float, max_wait: float, reserved: int | None) -> Decision:
+        """:meth:`admit`, synchronously: this state needs no round trip."""
         verdict, at = self._breaker.admit(now)
         if verdict is Admit.PROBE:
             return Decision(now, go=True, probe=True)
@@ -501,7 +505,8 @@ class Throttle:
         self.state: ThrottleState | None = state
         if state is None and policy is not None:
             self.state = LocalState(policy, max_pause=max_pause, emit=emit)
-        self._start_grace = 0.0 if isinstance(self.state, LocalState) else _START_GRACE
+        self._local = self.state if isinstance(self.state, LocalState) else None
+        self._start_grace = 0.0 if self._local is not None else _START_GRACE
         self._closed = False
         self._window: int | None = None
         self._started_at: float | None = None
@@ -702,10 +707,15 @@ class Throttle:
         state = self.state
         if state is None:
             return Pass(self, _GO, self.clock())
+        local = self._local  # this process's own state needs no await (the common case)
         reserved: int | None = None
         while True:
             now = self.clock()
-            decision = await state.admit(now, deadline.remaining(now), reserved)
+            remaining = deadline.remaining(now)
+            if local is not None:
+                decision = local.decide(now, remaining, reserved)
+            else:
+                decision = await state.admit(now, remaining, reserved)
             if decision.go and decision.at <= now:
                 if self._window is not None and state.rate(now) is not None:
                     self._set_window(None)
