@@ -34,8 +34,10 @@ async def test_four_processes_share_one_rate_limit(redis_url):
     )
     assert sum(r["ok"] for r in results) == total
     assert not any(r["fell_back"] for r in results)
-    # The targets (1.15x ideal, 0.05 429s per request, 50/s +- 2%) are not met yet on
-    # these machines (measured 1.21-1.31x, 0.06-0.12, 40-49.4/s; 1.47x and 0.74 unshared):
-    # docs/benchmarks.md says so. These bounds catch a regression of the sharing itself.
+    # Measured on these machines: 1.01-1.10x the ideal (target 1.15x: met), 0.06-0.09 429s per
+    # request (target 0.05: not met), a steady 47.5-49.4/s (target 50/s +- 2%: mostly); without
+    # the store, 1.03-1.33x and 0.22-0.25. docs/benchmarks.md says so. The test runs beside the
+    # rest of the suite on a shared machine, so these bounds only catch a regression of the
+    # sharing itself.
     assert took <= 1.6 * ideal
     assert refused / total <= 0.25
