@@ -140,6 +140,15 @@ class TestAdaptiveRate:
             growth=options.get("growth", 2.0),
         )
 
+    def cut_once(self, accepted=40, spacing=0.025):
+        """A rate cut at t = 1 s: ``accepted`` answers over the first second, then three 429s."""
+        rate = self.make()
+        for i in range(accepted):
+            rate.accepted(i * spacing, i * spacing)
+        for _ in range(3):
+            rate.refused(1.0, 1.0)
+        return rate
+
     def test_unlimited_until_429s(self):
         """Before any 429 there is no rate and a send goes at once."""
         rate = self.make()
@@ -207,11 +216,7 @@ class TestAdaptiveRate:
 
     def test_rate_grows_back_then_probes_past_the_old_peak(self):
         """After a cut the rate climbs back to where it was cut from, then doubles past it."""
-        rate = self.make()
-        for i in range(40):
-            rate.accepted(i * 0.025, i * 0.025)
-        for _ in range(3):
-            rate.refused(1.0, 1.0)
+        rate = self.cut_once()
         peak = rate._rate_max
         k = (peak * 0.15 / 2.0) ** (1 / 3)
         assert rate.rate(1.0) < rate.rate(1.0 + k / 2) < peak
@@ -220,11 +225,7 @@ class TestAdaptiveRate:
 
     def test_a_long_run_without_429s_does_not_overflow(self):
         """Regression: the probing term overflowed after about 1,000 intervals without a cut."""
-        rate = self.make()
-        for i in range(40):
-            rate.accepted(i * 0.025, i * 0.025)
-        for _ in range(3):
-            rate.refused(1.0, 1.0)
+        rate = self.cut_once()
         for later in (1e3, 1e4, 1e9):
             assert rate.rate(later) > 1e6
             at, reserved = rate.reserve(later)
@@ -233,11 +234,7 @@ class TestAdaptiveRate:
 
     def test_growth_is_frozen_during_maintenance(self):
         """Regression: the learned rate kept growing while the API was in maintenance."""
-        rate = self.make()
-        for i in range(40):
-            rate.accepted(i * 0.025, i * 0.025)
-        for _ in range(3):
-            rate.refused(1.0, 1.0)
+        rate = self.cut_once()
         held = rate.rate(1.1)
         rate.freeze(1.1)
         assert rate.rate(60.0) == held
@@ -279,11 +276,7 @@ class TestAdaptiveRate:
         (in the rate benchmark, a third of all 429s). Now half a window after the cut, 429s
         among the sends since it (2 or more, 5% or more) cut it again, from what was
         accepted since."""
-        rate = self.make()
-        for i in range(50):
-            rate.accepted(i * 0.02, i * 0.02)
-        for _ in range(3):
-            rate.refused(1.0, 1.0)
+        rate = self.cut_once(accepted=50, spacing=0.02)
         first = rate.rate(1.0)
         assert first is not None
         # at the new rate, one send in twelve is refused: still above the limit
