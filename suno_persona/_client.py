@@ -602,16 +602,7 @@ class AsyncPersonaClient:
                 if self._budget is not None:
                     self._budget.succeeded()
                 if self._hooks:
-                    self._emit(
-                        AttemptFinished(
-                            request=call.request,
-                            attempt=number,
-                            elapsed=self._clock() - now,
-                            http_status=status,
-                            error=None,
-                            call_id=call.call_id,
-                        )
-                    )
+                    self._attempt_finished(call, number, now, status)
                 return persona_id
             finally:
                 throttle.leave(passage)
@@ -638,16 +629,28 @@ class AsyncPersonaClient:
         _detach(error)
         passage.report(*_answer_of(error))
         if self._hooks:
-            self._emit(
-                AttemptFinished(
-                    request=call.request,
-                    attempt=number,
-                    elapsed=self._clock() - started,
-                    http_status=getattr(error, "http_status", None),
-                    error=error,
-                    call_id=call.call_id,
-                )
+            status = getattr(error, "http_status", None)
+            self._attempt_finished(call, number, started, status, error)
+
+    def _attempt_finished(
+        self,
+        call: _Call,
+        number: int,
+        started: float,
+        http_status: int | None,
+        error: SunoPersonaError | None = None,
+    ) -> None:
+        """Emit the attempt's :class:`AttemptFinished` (``error`` ``None``: it succeeded)."""
+        self._emit(
+            AttemptFinished(
+                request=call.request,
+                attempt=number,
+                elapsed=self._clock() - started,
+                http_status=http_status,
+                error=error,
+                call_id=call.call_id,
             )
+        )
 
     async def _exchange(
         self, session: aiohttp.ClientSession, call: _Call, timeout: float | None
