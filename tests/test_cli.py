@@ -763,6 +763,36 @@ class TestStreaming:
         assert run.err_lines[-1].startswith("done: 5 lines, 5 succeeded, 0 failed; ")
         assert run.err_lines[-1].endswith("records on stdout")
 
+    async def test_a_slow_producer_does_not_hold_records_back(self, emu, env):
+        """`slow-export | batch -`: each line is sent and its record written while stdin waits.
+
+        A blocking read of stdin on the event loop held back the request of every line read
+        so far (their answers, their records, their timeouts) until the next line came.
+        """
+        proc = await asyncio.create_subprocess_exec(
+            *MODULE, "batch", "-", "-o", "-",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        try:
+            for n in (1, 2):
+                proc.stdin.write(json.dumps(fields(n)).encode() + b"\n")
+                await proc.stdin.drain()
+                # stdin stays open: the record must come before any more input does
+                record = json.loads(await asyncio.wait_for(proc.stdout.readline(), TIMEOUT))
+                assert record["line"] == n
+                assert record["persona_id"] in emu.personas
+            proc.stdin.close()
+            rest, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert (proc.returncode, rest) == (0, b"")
+        assert err.decode().splitlines()[-1].startswith("done: 2 lines, 2 succeeded, 0 failed; ")
+
     async def test_csv_input_by_suffix_or_by_format(self, emu, env, tmp_path):
         """A .csv INPUT (or --format csv) is read as CSV under a header row of field names."""
         text = (

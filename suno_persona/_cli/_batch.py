@@ -3,7 +3,9 @@
 INPUT is read line by line and handed lazily to ``generate_as_completed``; each record is
 appended to OUTPUT (flushed) as its request finishes, so records come in the order requests
 finish, each with its ``line``. Memory holds the requests in flight, the line numbers of
-those, and one bit per line that has a persona (for resume); never the file.
+those, and one bit per line that has a persona (for resume); never the file. A pipe or a
+terminal is read by a thread (:mod:`suno_persona._cli._pipe`), so that waiting for its next
+line never holds back the requests already under way.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import io
 import os
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO, Final, TextIO
 
@@ -38,6 +40,7 @@ from suno_persona._cli._console import (
     summary,
     write,
 )
+from suno_persona._cli._pipe import Item, read_off_the_loop
 from suno_persona._cli._records import Finished, Format, Parsed, Record
 
 __all__ = ["run_batch"]
@@ -84,7 +87,7 @@ def _open_input(name: str) -> IO[bytes]:
     return stream
 
 
-def _parse(stream: IO[bytes], form: Format) -> Iterator[tuple[int, Parsed]]:
+def _parse(stream: IO[bytes], form: Format) -> Iterator[Item]:
     if form == "csv":
         text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
         return _records.parse_csv(text)
@@ -144,32 +147,54 @@ def _resume(stream: IO[bytes], name: str) -> Finished:
     return finished
 
 
-def _requests(  # noqa: PLR0917 - private, called from one place
-    lines: Iterator[tuple[int, Parsed]],
-    finished: Finished,
-    pending: dict[int, int],
-    sink: _Sink,
-    tally: Tally,
-    redact: Secrets,
-) -> Iterator[PersonaRequest]:
-    """The requests to send, lazily; a line that is not valid gets its record on the way."""
-    index = 0
-    for number, parsed in lines:
+class _Router:
+    """Where each parsed line goes: a request to send, or straight to OUTPUT as a record."""
+
+    def __init__(self, finished: Finished, sink: _Sink, tally: Tally, redact: Secrets) -> None:
+        self.finished = finished
+        self.sink = sink
+        self.tally = tally
+        self.redact = redact
+        self.pending: dict[int, int] = {}  # index in the fan-out -> line number
+        self._index = 0
+
+    def route(self, number: int, parsed: Parsed) -> PersonaRequest | None:
+        """The request to send for line ``number``; ``None`` when there is none to send."""
+        tally = self.tally
         tally.read += 1
-        if number in finished:
+        if number in self.finished:
             tally.earlier += 1
         elif isinstance(parsed, PersonaRequest):
-            pending[index] = number
-            index += 1
-            yield parsed
+            self.pending[self._index] = number
+            self._index += 1
+            return parsed
         else:
             tally.invalid += 1
-            sink.append(_records.record(number, parsed, redact.redact))
+            self.sink.append(_records.record(number, parsed, self.redact.redact))
+        return None
+
+
+def _requests(lines: Iterator[Item], router: _Router) -> Iterator[PersonaRequest]:
+    """The requests to send, lazily; a line that is not valid gets its record on the way."""
+    for number, parsed in lines:
+        request = router.route(number, parsed)
+        if request is not None:
+            yield request
+
+
+async def _requests_from(
+    lines: AsyncIterator[Item], router: _Router
+) -> AsyncIterator[PersonaRequest]:
+    """:func:`_requests` of INPUT read off the loop (a pipe or a terminal)."""
+    async for number, parsed in lines:
+        request = router.route(number, parsed)
+        if request is not None:
+            yield request
 
 
 async def _send(  # noqa: PLR0917 - private, called from one place
     client: AsyncPersonaClient,
-    requests: Iterator[PersonaRequest],
+    requests: Iterator[PersonaRequest] | AsyncIterator[PersonaRequest],
     pending: dict[int, int],
     concurrency: int,
     sink: _Sink,
@@ -203,14 +228,27 @@ async def run_batch(args: argparse.Namespace, secrets: Secrets, logs: Logs) -> i
             stack.callback(_close_quietly, out)
         sink = _Sink(out, "on stdout" if target == STDIO else f"in {target}")
         tally = Tally(total=_count(source, form, finished))
-        pending: dict[int, int] = {}
-        lines = _requests(_parse(stream, form), finished, pending, sink, tally, secrets)
+        router = _Router(finished, sink, tally, secrets)
+        requests: Iterator[PersonaRequest] | AsyncIterator[PersonaRequest]
+        if stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            requests = _requests(_parse(stream, form), router)
+        else:  # a pipe or a terminal: waiting for its next line must not stop the loop
+            requests = _requests_from(read_off_the_loop(stream.fileno(), form), router)
         async with open_client(reach, event_hooks=[logs.retries]) as client:
             with progress(tally, logs.retries) as shown:
                 logs.retries.changed = shown.update
                 try:
                     stopped_by = await until_signal(
-                        _send(client, lines, pending, args.concurrency, sink, tally, secrets, shown)
+                        _send(
+                            client,
+                            requests,
+                            router.pending,
+                            args.concurrency,
+                            sink,
+                            tally,
+                            secrets,
+                            shown,
+                        )
                     )
                 except _OutputClosed:
                     _silence_stdout()
