@@ -814,6 +814,15 @@ class TestStreaming:
         assert piped.status == 1
         assert sorted(json.loads(line)["line"] for line in piped.out.splitlines()) == [2, 3, 4]
 
+    async def test_a_csv_batch_leaves_no_file_unclosed(self, env, tmp_path):
+        """Under -X dev, a CSV INPUT's text wrapper gave a ResourceWarning at the end."""
+        source = tmp_path / "in.csv"
+        source.write_text("task_id,suno_id,name\ntask_1,suno_1,Singer 1\n", encoding="utf-8")
+        dev = (sys.executable, "-X", "dev", "-W", "always::ResourceWarning", "-m", "suno_persona")
+        run = await cli("batch", str(source), "-o", "-", env=env, command=dev)
+        assert run.status == 0
+        assert "ResourceWarning" not in run.err
+
     async def test_an_output_that_cannot_be_created_could_not_start(self, emu, env, tmp_path):
         """A missing directory: exit 2, the path as given, nothing sent."""
         source = write_lines(tmp_path / "in.jsonl", [fields(1)])

@@ -87,9 +87,10 @@ def _open_input(name: str) -> IO[bytes]:
     return stream
 
 
-def _parse(stream: IO[bytes], form: Format) -> Iterator[Item]:
+def _parse(stream: IO[bytes], form: Format, stack: contextlib.ExitStack) -> Iterator[Item]:
     if form == "csv":
         text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+        stack.callback(text.detach)  # INPUT is closed (or not) as it was opened
         return _records.parse_csv(text)
     return _records.parse_jsonl(stream)
 
@@ -231,7 +232,7 @@ async def run_batch(args: argparse.Namespace, secrets: Secrets, logs: Logs) -> i
         router = _Router(finished, sink, tally, secrets)
         requests: Iterator[PersonaRequest] | AsyncIterator[PersonaRequest]
         if stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-            requests = _requests(_parse(stream, form), router)
+            requests = _requests(_parse(stream, form, stack), router)
         else:  # a pipe or a terminal: waiting for its next line must not stop the loop
             requests = _requests_from(read_off_the_loop(stream.fileno(), form), router)
         async with open_client(reach, event_hooks=[logs.retries]) as client:
