@@ -334,6 +334,26 @@ class TestLazyInput:
         small, large = peak_memory(run, 20_000), peak_memory(run, 100_000)
         assert large <= 1.3 * small, (small, large)
 
+    @pytest.mark.parametrize("kind", ["sync", "async_"])
+    async def test_no_task_is_created_per_item(self, kind):
+        """1,000 items at concurrency 8 run on a fixed pool of tasks, not a task per item."""
+        loop = asyncio.get_running_loop()
+        created = 0
+
+        def factory(loop, coro, **options):
+            nonlocal created
+            created += 1
+            return asyncio.Task(coro, loop=loop, **options)
+
+        previous = loop.get_task_factory()
+        loop.set_task_factory(factory)
+        try:
+            out = [i async for i, _ in as_completed(trivial, getattr(Pulls(1000), kind)(), 8)]
+        finally:
+            loop.set_task_factory(previous)
+        assert sorted(out) == list(range(1000))
+        assert 8 <= created <= 8 + 2, created
+
     async def test_client_pulls_a_generator_lazily(self, emu):
         """generate_as_completed reads a generator of requests as it goes, not up front."""
         source = Pulls(300, make=request)
