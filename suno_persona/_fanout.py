@@ -63,13 +63,40 @@ def check_source(items: object, name: str, what: str) -> None:
 async def gather_in_order(
     work: Callable[[T], Awaitable[R]], items: Source[T], concurrency: int
 ) -> list[R]:
-    """Return ``[await work(item) for item in items]``, running ``concurrency`` at a time."""
-    results: list[R | None] = []
-    async for index, result in as_completed(work, items, concurrency):
-        if index >= len(results):
-            results.extend([None] * (index + 1 - len(results)))
-        results[index] = result
-    return results  # type: ignore[return-value]  # every index was filled once
+    """Return ``[await work(item) for item in items]``, running ``concurrency`` at a time.
+
+    Every result is kept for the list, so there is nothing to hold back: the workers take
+    items as fast as they are free and put each result in its place themselves, with no
+    consumer in between. ``work`` must not raise for an item's own failure; an exception
+    it does raise, or one raised by the input iterator, cancels the work in flight and is
+    then raised here.
+    """
+    check_concurrency(concurrency)
+    source = _Source(items)
+    results: list[R | None] = [None] * len(items) if isinstance(items, Sized) else []
+
+    async def worker() -> None:
+        try:
+            while (taken := await source.next()) is not None:
+                index, item = taken
+                result = await work(item)
+                if index >= len(results):
+                    results.extend([None] * (index + 1 - len(results)))
+                results[index] = result
+        except BaseException:
+            source.ended = True
+            raise
+
+    count = min(concurrency, len(results)) if isinstance(items, Sized) else concurrency
+    workers = [asyncio.ensure_future(worker()) for _ in range(count)]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    del results[source.taken :]
+    return results  # type: ignore[return-value]  # every index taken was filled once
 
 
 class _Source(Generic[T]):

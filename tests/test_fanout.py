@@ -335,7 +335,8 @@ class TestLazyInput:
         assert large <= 1.3 * small, (small, large)
 
     @pytest.mark.parametrize("kind", ["sync", "async_"])
-    async def test_no_task_is_created_per_item(self, kind):
+    @pytest.mark.parametrize("fanout", ["as_completed", "gather_in_order"])
+    async def test_no_task_is_created_per_item(self, kind, fanout):
         """1,000 items at concurrency 8 run on a fixed pool of tasks, not a task per item."""
         loop = asyncio.get_running_loop()
         created = 0
@@ -348,11 +349,28 @@ class TestLazyInput:
         previous = loop.get_task_factory()
         loop.set_task_factory(factory)
         try:
-            out = [i async for i, _ in as_completed(trivial, getattr(Pulls(1000), kind)(), 8)]
+            source = getattr(Pulls(1000), kind)()
+            if fanout == "as_completed":
+                out = sorted([i async for i, _ in as_completed(trivial, source, 8)])
+            else:
+                out = await gather_in_order(trivial, source, 8)
         finally:
             loop.set_task_factory(previous)
-        assert sorted(out) == list(range(1000))
+        assert out == list(range(1000))
         assert 8 <= created <= 8 + 2, created
+
+    @pytest.mark.parametrize("actual", [3, 10, 20])
+    async def test_a_sized_input_gets_one_result_per_item_it_yields(self, actual):
+        """The list has one result per item iterated, whatever ``len()`` claimed."""
+
+        class Claims:
+            def __len__(self):
+                return 10
+
+            def __iter__(self):
+                return iter(range(actual))
+
+        assert await gather_in_order(trivial, Claims(), 4) == list(range(actual))
 
     async def test_client_pulls_a_generator_lazily(self, emu):
         """generate_as_completed reads a generator of requests as it goes, not up front."""
