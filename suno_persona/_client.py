@@ -701,6 +701,7 @@ class AsyncPersonaClient:
             # client outliving its loop leaves no connection of that loop open.
             self._watcher = _close_at_shutdown(session)
             await anext(self._watcher)
+            self._throttle.register()
         return session
 
     async def _bind(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -7,7 +7,9 @@ the same arithmetic can run in a shared store. It learns from answers only:
   is O(1) in requests): accepted (any answer but 429) and refused (429).
 * **Cut.** When at least ``_MIN_REFUSED`` 429s make up ``_MIN_SHARE`` or more of the answers
   of the last window, the rate becomes ``beta`` times the rate the API accepted over that
-  window (or times the current rate, if lower). At most one cut per window.
+  window (or times the current rate, if lower). At most one cut per window. A cut while
+  probing past the old peak, from less than ``_PROBE_FOUND`` times it, is made from halfway
+  between the two: what such a probe measured above the peak was mostly the server's burst.
 * **Grow back.** Then the rate climbs along a CUBIC curve scaled to the rate it was cut
   from: concave back up to it, then convex past it, so it finds a limit that rose within a
   few windows. Growth pauses while the API is in maintenance (:meth:`freeze`).
@@ -32,7 +34,8 @@ _BUCKETS = 10
 _BURST_SECONDS = 0.1
 _PROBE_FACTOR = 2.5
 _PROBE_INTERVALS_MAX = 64.0  # 2.5 ** 64 is past any limit: the rate stops mattering there
-_RECUT_AFTER = 0.5  # of a window: when a cut that was not deep enough is cut again
+_RECUT_AFTER = 0.25  # of a window: when a cut that was not deep enough is cut again
+_PROBE_FOUND = 1.5  # a probe refused below this many times the old peak found no new limit
 
 
 @attrs.frozen
@@ -176,6 +179,12 @@ class AdaptiveRate:
             return None
         old = self.rate(now)
         base = measured if old is None else min(measured, old)
+        if old is not None and old > self._rate_max and base < _PROBE_FOUND * self._rate_max:
+            # A probe past the old peak was refused not far above it: much of what it
+            # measured above the peak was the server's burst, refilled while the rate was
+            # below the limit. Half of it is believed; a limit that really rose is found
+            # over the next probes, or at once when it is well above the peak.
+            base = max(self._rate_max, (base + self._rate_max) / 2)
         self._rate_max = max(self._min_rate, base)
         self._rate = max(self._min_rate, base * self._beta)
         self._cut_at = now
@@ -188,9 +197,9 @@ class AdaptiveRate:
     def _too_fast(self, now: float) -> float | None:
         """The accepted rate to cut from, when the 429s say we send too fast; else ``None``.
 
-        Normally judged over the last window, once per window. Sooner, half a window after
-        the last cut, when requests sent after it are refused too (as many and as large a
-        share as for a cut): that cut was not deep enough (a short window's accepted rate
+        Normally judged over the last window, once per window. Sooner, a quarter of a window
+        after the last cut, when requests sent after it are refused too (as many and as large
+        a share as for a cut): that cut was not deep enough (a short window's accepted rate
         includes the server's burst), and what was accepted since it measures the limit.
         """
         since = now - self._cut_at

@@ -132,6 +132,7 @@ class RedisState:
         self._breaker_open = False
         self._next_probe_at = -math.inf
         self.live = 1
+        self._registered = False
         # while the store is unreachable
         self.local: LocalState | None = None
         self._retry_in = _RETRY_FIRST
@@ -186,6 +187,11 @@ class RedisState:
         if verdict == "pause":
             return Decision(at, go=False, reason="the server's Retry-After")
         return Decision(at, go=False, wait_probe=verdict == "wait_probe", reason="the maintenance")
+
+    def register(self) -> None:
+        if self.local is None and not self._registered:
+            self._registered = True
+            self._spawn(self._flush())
 
     def report(
         self, answer: Answer, retry_after: float | None, *, now: float, sent_at: float, probe: bool

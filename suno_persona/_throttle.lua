@@ -24,7 +24,8 @@ local PROBE_FACTOR = 2.5
 local PROBE_INTERVALS_MAX = 64
 local MIN_REFUSED = 2
 local MIN_SHARE = 0.05
-local RECUT_AFTER = 0.5
+local RECUT_AFTER = 0.25
+local PROBE_FOUND = 1.5
 local PAUSE_FIRST = 0.1
 local KEEP = 600
 local LIVE = 10
@@ -189,6 +190,10 @@ local function rate_refused(at, sent_at)
   local old = rate_now(at)
   local base = measured
   if old ~= nil then base = math.min(measured, old) end
+  if old ~= nil and old > R.max and base < PROBE_FOUND * R.max then
+    -- a probe refused not far above the old peak: half of what it measured above is believed
+    base = math.max(R.max, (base + R.max) / 2)
+  end
   R.max = math.max(min_rate, base)
   R.rate = math.max(min_rate, base * beta)
   R.cut = at

@@ -6,7 +6,9 @@ Per process, in :class:`Throttle`:
   so no request ever waits for a connection inside aiohttp);
 * a slow start while nothing is known of the API's limit: ``initial_window`` requests in
   flight at first, one more per success, and twice as many after every 15 ms without an
-  answer, until the first cut of the rate or ``max_window`` requests in flight.
+  answer, until the first cut of the rate or ``max_window`` requests in flight. With a
+  shared store, the processes of one key split it: the window is ``initial_window`` divided
+  by the live processes, and grows by one per that many successes.
 
 Shared through a :class:`ThrottleState` (in this process by default; the seam is where a
 store shared by many processes plugs in), consulted once per send:
@@ -201,8 +203,15 @@ class ThrottleState(Protocol):
     round trip); :meth:`report` may be buffered.
     """
 
+    @property
+    def live(self) -> int:
+        """How many processes share this state, as last seen (1 for this process alone)."""
+
     def rate(self, now: float) -> float | None:
         """The learned rate at ``now``, ``None`` while unlimited."""
+
+    def register(self) -> None:
+        """Count this process among the live ones now, without waiting (the client opened)."""
 
     def blocked_until(self) -> float:
         """Until when no send may go (a shared pause, the next maintenance probe), as known."""
@@ -266,8 +275,15 @@ class LocalState:
         """Whether the maintenance breaker is open."""
         return self._breaker.is_open
 
+    @property
+    def live(self) -> int:
+        return 1
+
     def rate(self, now: float) -> float | None:
         return None if self._rate is None else self._rate.rate(now)
+
+    def register(self) -> None:
+        pass
 
     def seed(self, rate: float, now: float) -> None:
         """Start from a rate learned elsewhere (a shared store that stopped answering)."""
@@ -520,6 +536,15 @@ class Throttle:
         self._in_flight = _Slots(self._max_concurrency) if self._max_concurrency else None
         policy = self.policy
         self._window = policy.initial_window if policy is not None else None
+        # With a shared store, one request goes first: its script call says how many
+        # processes share the key, and the start-up window is theirs to split.
+        self._fleet_window = self._window if self._local is None else None
+        if self._fleet_window is not None:
+            self._window = 1
+        # Successes per place the window grows by: the processes sharing the key, so that
+        # together they grow as one would (twice as many in flight per round trip).
+        self._share = 1
+        self._successes = 0
         self._windowed = _Slots(self._window) if self._window is not None else None
         self._started_at = None
         self._answered_at = self._doubled_at = -math.inf
@@ -557,6 +582,11 @@ class Throttle:
         if closer is not None:
             await closer()
 
+    def register(self) -> None:
+        """The client opened: a shared state counts this process as live from now on."""
+        if self.state is not None:
+            self.state.register()
+
     def notify(self) -> None:
         """Wake the calls waiting for a probe's answer, so each looks at the state again."""
         changed, self._changed = self._changed, None
@@ -567,7 +597,10 @@ class Throttle:
         """An answer came back: the slow start grows with answers (one more per success)."""
         self._answered_at = now
         if accepted and self._window is not None:
-            self._set_window(self._window + 1)
+            self._successes += 1
+            if self._successes >= self._share:
+                self._successes = 0
+                self._set_window(self._window + 1)
 
     def _set_window(self, size: int | None) -> None:
         policy = self.policy
@@ -719,6 +752,10 @@ class Throttle:
                 decision = local.decide(now, remaining, reserved)
             else:
                 decision = await state.admit(now, remaining, reserved)
+                if self._fleet_window is not None:
+                    self._share = state.live
+                    self._set_window(max(1, self._fleet_window // self._share))
+                    self._fleet_window = None
             if decision.go and decision.at <= now:
                 if self._window is not None and state.rate(now) is not None:
                     self._set_window(None)

@@ -44,6 +44,13 @@ async def send(gate, answer=Answer.ACCEPTED, retry_after=None, deadline=UNBOUNDE
 class SharedStub:
     """A shared state (not the process's own) that lets everything through."""
 
+    def __init__(self, live=1):
+        self.live = live
+        self.registered = 0
+
+    def register(self):
+        self.registered += 1
+
     def rate(self, _now):
         return None
 
@@ -273,7 +280,7 @@ class TestAdaptiveRate:
     def test_a_cut_that_was_not_deep_enough_is_cut_again_within_half_a_window(self):
         """Regression: a cut measured over a short span that held the server's burst landed
         above the limit, and 429s went on at a few percent until a whole window had passed
-        (in the rate benchmark, a third of all 429s). Now half a window after the cut, 429s
+        (in the rate benchmark, a third of all 429s). Now within half a window, 429s
         among the sends since it (2 or more, 5% or more) cut it again, from what was
         accepted since."""
         rate = self.cut_once(accepted=50, spacing=0.02)
@@ -292,6 +299,56 @@ class TestAdaptiveRate:
         assert len(cuts) == 1
         accepted_since = first * 11 / 12
         assert cuts[0].new == pytest.approx(0.85 * accepted_since, rel=0.1)
+
+    def test_a_cut_far_above_the_limit_is_cut_again_within_a_quarter_window(self):
+        """Regression (#11): a cut that landed far above the limit was cut again only half
+        a window later; the 429s meanwhile were a third of a fleet's. A quarter of a window
+        after the cut, what was accepted since it is a fair measure of the limit."""
+        rate = self.cut_once(accepted=50, spacing=0.02)
+        first = rate.rate(1.0)
+        assert first is not None
+        changes, now, sent = [], 1.0, 0
+        while now < 1.45:
+            now += 1 / first
+            sent += 1
+            if sent % 4:
+                rate.accepted(now, now)
+            else:
+                changes.append((now, rate.refused(now, now)))
+        cuts = [(at, change) for at, change in changes if change is not None]
+        assert len(cuts) == 1
+        at, change = cuts[0]
+        assert 1.25 <= at < 1.45
+        assert change.new == pytest.approx(0.85 * first * 3 / 4, rel=0.15)
+
+    def probe(self, accepted_share, after):
+        """Cut at t = 1 from 50/s, then probing ``after`` s past the old peak: over the last
+        second the API accepted ``accepted_share`` times the peak, then refuses. The cut."""
+        rate = self.cut_once(accepted=50, spacing=0.02)
+        peak = rate._rate_max
+        k = (peak * 0.15 / 2.0) ** (1 / 3)
+        now = 1.0 + k + after
+        assert rate.rate(now) > peak
+        count = round(accepted_share * peak)
+        for i in range(count):
+            at = now - 1.0 + (i + 0.5) / count
+            rate.accepted(at, at)
+        cut = next(c for c in (rate.refused(now, now) for _ in range(10)) if c is not None)
+        return peak, cut.new
+
+    def test_a_probe_refused_near_the_old_peak_cuts_below_it(self):
+        """Regression (#11): a probe past the old peak measured the burst the server had
+        refilled meanwhile as rate (60/s and more against a limit of 50), and its cut landed
+        above the limit: the 429s went on until a second cut. What a probe measures not far
+        above the old peak now counts half."""
+        peak, new = self.probe(1.3, after=0.3)
+        assert new < peak
+        assert new == pytest.approx(0.85 * (1.3 + 1) / 2 * peak, rel=0.05)
+
+    def test_a_probe_that_finds_a_much_higher_limit_cuts_from_it(self):
+        """A limit that rose well past the old peak is believed at once."""
+        peak, new = self.probe(2.0, after=1.0)
+        assert new == pytest.approx(0.85 * 2.0 * peak, rel=0.05)
 
     def test_random_429s_then_a_real_limit(self):
         """Regression: 4 s of 40% random 429s, then a real 10/s limit, got 98% refused."""
@@ -417,6 +474,52 @@ class TestGate:
         assert await entered_within(fake_time, gate(None), 0.025) == 2
         assert await entered_within(fake_time, gate(None), 0.09) == 16
         assert await entered_within(fake_time, gate(SharedStub()), 0.09) == 2
+
+    @staticmethod
+    def fleet_gate(fake_time, live):
+        return Throttle(
+            sp.ThrottlePolicy(initial_window=4, max_window=64),
+            max_concurrency=None,
+            max_pause=30.0,
+            clock=fake_time.clock,
+            sleep=fake_time.sleep,
+            state=SharedStub(live),
+        )
+
+    async def test_processes_sharing_a_store_split_the_start_up_window(self, fake_time):
+        """Regression (#11): four processes started together each sent a whole start-up
+        window, 16 requests against a burst of 10. With a shared store one request goes
+        first; its script call says how many processes share the key, and the window is
+        split among them."""
+        assert await entered_within(fake_time, self.fleet_gate(fake_time, 1), 0.09) == 4
+        assert await entered_within(fake_time, self.fleet_gate(fake_time, 2), 0.09) == 2
+        assert await entered_within(fake_time, self.fleet_gate(fake_time, 4), 0.09) == 1
+        assert await entered_within(fake_time, self.fleet_gate(fake_time, 9), 0.09) == 1
+
+    async def test_processes_sharing_a_store_grow_the_window_as_one_would(self, fake_time):
+        """Regression (#11): the fastest process of a fleet grew its own window by one per
+        success and alone sent past the API's burst (12-20 429s at start-up). Each of N
+        processes now grows by one per N successes: together, as one process would."""
+        gate = self.fleet_gate(fake_time, 4)
+        for _ in range(8):
+            fake_time.now += 0.005
+            await send(gate)
+        assert gate.window == 1 + 8 // 4
+
+    async def test_opening_registers_with_the_shared_state(self, fake_time):
+        """The client calls ``register`` when it opens, so that processes started together
+        count each other before their first sends."""
+        stub = SharedStub()
+        gate = Throttle(
+            sp.ThrottlePolicy(),
+            max_concurrency=None,
+            max_pause=30.0,
+            clock=fake_time.clock,
+            sleep=fake_time.sleep,
+            state=stub,
+        )
+        gate.register()
+        assert stub.registered == 1
 
     async def test_answers_not_time_grow_the_window_of_a_fast_api(self, fake_time):
         """While answers keep coming, the window grows by one per success, not with time."""
