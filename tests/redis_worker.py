@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,8 +62,13 @@ async def main(base_url: str, key: str, store: str, count: int, start_at: float)
 
 
 async def run_fleet(base_url: str, key: str, store: str, processes: int, each: int) -> list[dict]:
-    """Run ``processes`` workers of ``each`` requests, started together; their JSON lines."""
+    """Run ``processes`` workers of ``each`` requests, started together; their JSON lines.
+
+    The workers run without coverage, even under ``coverage run``: they are timed, and
+    tracing every line made them several times slower than the client is.
+    """
     start_at = time.time() + 2.0  # every process imported and connected by then
+    env = {name: value for name, value in os.environ.items() if not name.startswith("COVERAGE")}
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -73,6 +79,7 @@ async def run_fleet(base_url: str, key: str, store: str, processes: int, each: i
             str(each),
             repr(start_at),
             stdout=asyncio.subprocess.PIPE,
+            env=env,
         )
         for _ in range(processes)
     ]
