@@ -507,8 +507,9 @@ class TestGate:
         assert gate.window == 1 + 8 // 4
 
     async def test_opening_registers_with_the_shared_state(self, fake_time):
-        """The client calls ``register`` when it opens, so that processes started together
-        count each other before their first sends."""
+        """The gate passes ``register`` on to its shared state. (The client calls it when it
+        opens, so that processes started together count each other before their first
+        sends: test_redis_throttle checks that with a real client and store.)"""
         stub = SharedStub()
         gate = Throttle(
             sp.ThrottlePolicy(),
