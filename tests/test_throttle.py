@@ -34,6 +34,18 @@ def make_gate(fake_time, events=None, *, max_pause=30.0, max_concurrency=None, *
     )
 
 
+def gated(fake_time, state, **policy):
+    """A gate on fake time whose shared state is ``state`` (``None``: its own)."""
+    return Throttle(
+        sp.ThrottlePolicy(**policy),
+        max_concurrency=None,
+        max_pause=30.0,
+        clock=fake_time.clock,
+        sleep=fake_time.sleep,
+        state=state,
+    )
+
+
 async def send(gate, answer=Answer.ACCEPTED, retry_after=None, deadline=UNBOUNDED):
     """One request through the gate, answered ``answer``; returns whether it was the probe."""
     async with gate.slot(deadline) as passage:
@@ -277,45 +289,39 @@ class TestAdaptiveRate:
             if end - start >= 4:
                 assert last >= 0.6 * limit, (start, end, last)
 
+    def recuts(self, refused_every, until):
+        """Cut at t = 1 from 50/s, then sends at the new rate until ``until``, one in
+        ``refused_every`` refused (still above the limit): the rate before, and the cuts
+        as ``(time, change)``."""
+        rate = self.cut_once(accepted=50, spacing=0.02)
+        first = rate.rate(1.0)
+        assert first is not None
+        changes, now, sent = [], 1.0, 0
+        while now < until:
+            now += 1 / first
+            sent += 1
+            if sent % refused_every:
+                rate.accepted(now, now)
+            else:
+                changes.append((now, rate.refused(now, now)))
+        return first, [(at, change) for at, change in changes if change is not None]
+
     def test_a_cut_that_was_not_deep_enough_is_cut_again_within_half_a_window(self):
         """Regression: a cut measured over a short span that held the server's burst landed
         above the limit, and 429s went on at a few percent until a whole window had passed
         (in the rate benchmark, a third of all 429s). Now within half a window, 429s
         among the sends since it (2 or more, 5% or more) cut it again, from what was
         accepted since."""
-        rate = self.cut_once(accepted=50, spacing=0.02)
-        first = rate.rate(1.0)
-        assert first is not None
-        # at the new rate, one send in twelve is refused: still above the limit
-        changes, now, sent = [], 1.0, 0
-        while now < 1.6:
-            now += 1 / first
-            sent += 1
-            if sent % 12:
-                rate.accepted(now, now)
-            else:
-                changes.append(rate.refused(now, now))
-        cuts = [c for c in changes if c is not None]
+        first, cuts = self.recuts(refused_every=12, until=1.6)
         assert len(cuts) == 1
         accepted_since = first * 11 / 12
-        assert cuts[0].new == pytest.approx(0.85 * accepted_since, rel=0.1)
+        assert cuts[0][1].new == pytest.approx(0.85 * accepted_since, rel=0.1)
 
     def test_a_cut_far_above_the_limit_is_cut_again_within_a_quarter_window(self):
         """Regression (#11): a cut that landed far above the limit was cut again only half
         a window later; the 429s meanwhile were a third of a fleet's. A quarter of a window
         after the cut, what was accepted since it is a fair measure of the limit."""
-        rate = self.cut_once(accepted=50, spacing=0.02)
-        first = rate.rate(1.0)
-        assert first is not None
-        changes, now, sent = [], 1.0, 0
-        while now < 1.45:
-            now += 1 / first
-            sent += 1
-            if sent % 4:
-                rate.accepted(now, now)
-            else:
-                changes.append((now, rate.refused(now, now)))
-        cuts = [(at, change) for at, change in changes if change is not None]
+        first, cuts = self.recuts(refused_every=4, until=1.45)
         assert len(cuts) == 1
         at, change = cuts[0]
         assert 1.25 <= at < 1.45
@@ -462,14 +468,7 @@ class TestGate:
         0.1 s after it, so that a fleet's start-up does not send several times the burst."""
 
         def gate(state):
-            return Throttle(
-                sp.ThrottlePolicy(initial_window=2, max_window=64),
-                max_concurrency=None,
-                max_pause=30.0,
-                clock=fake_time.clock,
-                sleep=fake_time.sleep,
-                state=state,
-            )
+            return gated(fake_time, state, initial_window=2, max_window=64)
 
         assert await entered_within(fake_time, gate(None), 0.025) == 2
         assert await entered_within(fake_time, gate(None), 0.09) == 16
@@ -477,14 +476,7 @@ class TestGate:
 
     @staticmethod
     def fleet_gate(fake_time, live):
-        return Throttle(
-            sp.ThrottlePolicy(initial_window=4, max_window=64),
-            max_concurrency=None,
-            max_pause=30.0,
-            clock=fake_time.clock,
-            sleep=fake_time.sleep,
-            state=SharedStub(live),
-        )
+        return gated(fake_time, SharedStub(live), initial_window=4, max_window=64)
 
     async def test_processes_sharing_a_store_split_the_start_up_window(self, fake_time):
         """Regression (#11): four processes started together each sent a whole start-up
@@ -511,15 +503,7 @@ class TestGate:
         opens, so that processes started together count each other before their first
         sends: test_redis_throttle checks that with a real client and store.)"""
         stub = SharedStub()
-        gate = Throttle(
-            sp.ThrottlePolicy(),
-            max_concurrency=None,
-            max_pause=30.0,
-            clock=fake_time.clock,
-            sleep=fake_time.sleep,
-            state=stub,
-        )
-        gate.register()
+        gated(fake_time, stub).register()
         assert stub.registered == 1
 
     async def test_answers_not_time_grow_the_window_of_a_fast_api(self, fake_time):
