@@ -87,8 +87,7 @@ async def gather_in_order(
             source.ended = True
             raise
 
-    count = min(concurrency, len(results)) if isinstance(items, Sized) else concurrency
-    workers = [asyncio.ensure_future(worker()) for _ in range(count)]
+    workers = [asyncio.ensure_future(worker()) for _ in range(_workers(items, concurrency))]
     try:
         await asyncio.gather(*workers)
     finally:
@@ -97,6 +96,11 @@ async def gather_in_order(
         await asyncio.gather(*workers, return_exceptions=True)
     del results[source.taken :]
     return results  # type: ignore[return-value]  # every index taken was filled once
+
+
+def _workers(items: Source[T], concurrency: int) -> int:
+    """How many workers ``items`` needs: ``concurrency``, or fewer for a short sized input."""
+    return min(concurrency, len(items)) if isinstance(items, Sized) else concurrency
 
 
 class _Source(Generic[T]):
@@ -146,7 +150,7 @@ class _Pool(Generic[T, R]):
         self.source = _Source(items)
         self.finished: asyncio.Queue[tuple[int, R] | BaseException | _End] = asyncio.Queue()
         self.room = asyncio.Semaphore(2 * concurrency)
-        self.left = min(concurrency, len(items)) if isinstance(items, Sized) else concurrency
+        self.left = _workers(items, concurrency)
 
     async def worker(self) -> None:
         """Take items while there are some and room ahead; queue each result, or a failure."""

@@ -131,7 +131,7 @@ class PersonaRequest:
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON body as a dict: fields that were not given are left out."""
         body = {"task_id": self.task_id, "suno_id": self.suno_id, "name": self.name}
-        for key in OPTIONAL_FIELDS:
+        for key in _OPTIONAL:
             value = getattr(self, key)
             if value is not None:
                 body[key] = value
@@ -139,7 +139,7 @@ class PersonaRequest:
 
 
 _FIELD_NAMES = frozenset(a.name for a in attrs.fields(PersonaRequest))
-OPTIONAL_FIELDS = ("description", "vocal_start", "vocal_end", "style")
+_OPTIONAL = ("description", "vocal_start", "vocal_end", "style")
 _REQUIRED = ("task_id", "suno_id", "name")
 
 

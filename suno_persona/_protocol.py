@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from suno_persona._errors import APIError, InvalidResponseError, error_for_code
-from suno_persona._models import OPTIONAL_FIELDS, Persona, PersonaRequest
+from suno_persona._models import Persona, PersonaRequest
 from suno_persona._version import __version__
 
 __all__ = [
@@ -71,31 +71,20 @@ def build_request(request: PersonaRequest, *, api_key: str) -> PreparedRequest:
 def _encode_body(request: PersonaRequest) -> bytes:
     """``request.to_dict()`` as compact JSON in UTF-8: the bytes ``_ENCODER`` writes.
 
-    At a third of its cost. The validators let only str, int and finite float through; any
-    other type (a subclass) goes to ``_ENCODER``.
+    At half its cost: the values are str, int or finite float (the validators saw to it),
+    written as the encoder writes them; any other number (a subclass) goes to ``_ENCODER``.
     """
-    parts = [
-        '{"task_id":',
-        _QUOTE(request.task_id),
-        ',"suno_id":',
-        _QUOTE(request.suno_id),
-        ',"name":',
-        _QUOTE(request.name),
-    ]
-    for key in OPTIONAL_FIELDS:
-        value = getattr(request, key)
-        if value is None:
-            continue
-        kind = type(value)
-        if kind is str:
-            text = _QUOTE(value)
-        elif kind is int or kind is float:
-            text = repr(value)  # what the encoder writes: int.__repr__, float.__repr__
-        else:
-            text = _ENCODER.encode(value)
-        parts.append(f',"{key}":{text}')
-    parts.append("}")
-    return "".join(parts).encode()
+    fields = ",".join(f'"{key}":{_json_value(value)}' for key, value in request.to_dict().items())
+    return f"{{{fields}}}".encode()
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, str):
+        return _QUOTE(value)
+    kind = type(value)
+    if kind is int or kind is float:
+        return repr(value)  # as the encoder writes them: int.__repr__, float.__repr__
+    return _ENCODER.encode(value)
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
