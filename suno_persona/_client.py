@@ -169,6 +169,7 @@ class AsyncPersonaClient:
             base_url,
             allow_insecure_http=_config.check_bool("allow_insecure_http", allow_insecure_http),
         )
+        self._url = self._base_url + _protocol.ENDPOINT_PATH
         self._timeout = _config.check_timeout(timeout)
         _config.check_instance("retry", retry, RetryPolicy)
         _config.check_instance("session", session, aiohttp.ClientSession)
@@ -438,10 +439,19 @@ class AsyncPersonaClient:
 
     async def _generate(self, request: PersonaRequest) -> Persona:
         session = self._open_session() or await self._ensure_open()
-        prepared = _protocol.build_request(request, api_key=self._api_key)
+        # The client's own session sends the headers itself; a session of yours is not ours
+        # to change, so they go with each request.
+        prepared = _protocol.build_request(
+            request, api_key=self._api_key if session is self._user_session else None
+        )
         now = self._clock()
+        seconds = self._retry.deadline
         call = _Call(
-            request, prepared, self._base_url + prepared.path, now, self._deadline_from(now)
+            request,
+            prepared,
+            self._url,
+            now,
+            _UNBOUNDED if seconds is None else Deadline(now + seconds),
         )
         if self._hooks:
             call.call_id = next(_CALL_IDS)
@@ -490,10 +500,6 @@ class AsyncPersonaClient:
                 call_id=call.call_id,
             )
         )
-
-    def _deadline_from(self, now: float) -> Deadline:
-        seconds = self._retry.deadline
-        return _UNBOUNDED if seconds is None else Deadline(now + seconds)
 
     async def _run(self, session: aiohttp.ClientSession, call: _Call) -> str:
         """The attempts of one call, under the retry policy; the persona id."""
@@ -575,12 +581,12 @@ class AsyncPersonaClient:
             if self._closed:
                 raise GateClosed  # noqa: TRY301 - turned into our error below, with the others
             throttle = self._throttle
-            passage = await throttle.enter(call.deadline)
+            passage = throttle.try_enter() or await throttle.enter(call.deadline)
             try:
                 now = self._clock()
                 timeout = min(self._timeout, call.deadline.remaining(now))
                 if timeout <= 0:
-                    raise WouldPassDeadline("starting the attempt", 0.0)
+                    raise WouldPassDeadline("starting the attempt", 0.0)  # noqa: TRY301 - as above
                 call.sent += 1
                 logger.debug("attempt %d: %s %s", number, call.prepared.method, call.url)
                 # Our own session already applies self._timeout; only a shorter one, or a
@@ -598,14 +604,9 @@ class AsyncPersonaClient:
                     # Without the frames below this one: their locals hold the reply, which
                     # may echo the key, and that is what a traceback with locals would show.
                     raise failed.with_traceback(None)  # noqa: B904 - the same error, fewer frames
-                passage.report(Answer.ACCEPTED)
-                if self._budget is not None:
-                    self._budget.succeeded()
-                if self._hooks:
-                    self._attempt_finished(call, number, now, status)
-                return persona_id
-            finally:
+            except BaseException:
                 throttle.leave(passage)
+                raise
         except WouldPassDeadline as signal:
             stopped: SunoPersonaError = APITimeoutError(
                 f"the call's deadline would pass while {signal.reason}", sent=False, deadline=True
@@ -617,6 +618,13 @@ class AsyncPersonaClient:
         except SunoPersonaError as failure:
             failure.retryable = self._retry.is_retryable(failure)
             raise
+        else:
+            throttle.leave_accepted(passage)
+            if self._budget is not None:
+                self._budget.succeeded()
+            if self._hooks:
+                self._attempt_finished(call, number, now, status)
+            return persona_id
         if call.sent == sent and call.spent and self._budget is not None:
             self._budget.give_back(call.spent)
         call.spent = 0
@@ -696,6 +704,7 @@ class AsyncPersonaClient:
             session = self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=limit),
                 timeout=_transport.attempt_timeout(aiohttp.ClientTimeout(), self._timeout),
+                headers=_protocol.request_headers(self._api_key),
             )
             # Closes the session when its loop shuts down (asyncio.run does that), so a
             # client outliving its loop leaves no connection of that loop open.

@@ -76,8 +76,9 @@ async def gather_in_order(
     results: list[R | None] = [None] * len(items) if isinstance(items, Sized) else []
 
     async def worker() -> None:
+        pull_now = source.pull_now  # a plain iterable needs no await per item
         try:
-            while (taken := await source.next()) is not None:
+            while (taken := pull_now() if pull_now else await source.next()) is not None:
                 index, item = taken
                 result = await work(item)
                 if index >= len(results):
@@ -116,10 +117,17 @@ class _Source(Generic[T]):
         self._lock = asyncio.Lock()
         self._async: AsyncIterator[T] | None = None
         self._sync: Iterator[T] | None = None
+        self.pull_now: Callable[[], tuple[int, T] | None] | None = None
+        """:meth:`next` without awaiting, for a plain iterable; ``None`` for an async one."""
         if isinstance(items, AsyncIterable):
             self._async = aiter(items)
         else:
             self._sync = iter(items)
+            self.pull_now = self._pull_now
+
+    def _pull_now(self) -> tuple[int, T] | None:
+        assert self._sync is not None  # noqa: S101 - set with pull_now
+        return self._take(next(self._sync, _END))
 
     async def next(self) -> tuple[int, T] | None:
         """The next ``(index, item)``, or ``None`` when there is none (any more)."""

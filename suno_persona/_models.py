@@ -130,16 +130,19 @@ class PersonaRequest:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON body as a dict: fields that were not given are left out."""
-        body = {"task_id": self.task_id, "suno_id": self.suno_id, "name": self.name}
-        for key in _OPTIONAL:
-            value = getattr(self, key)
-            if value is not None:
-                body[key] = value
+        body: dict[str, Any] = {"task_id": self.task_id, "suno_id": self.suno_id, "name": self.name}
+        if self.description is not None:
+            body["description"] = self.description
+        if self.vocal_start is not None:
+            body["vocal_start"] = self.vocal_start
+        if self.vocal_end is not None:
+            body["vocal_end"] = self.vocal_end
+        if self.style is not None:
+            body["style"] = self.style
         return body
 
 
 _FIELD_NAMES = frozenset(a.name for a in attrs.fields(PersonaRequest))
-_OPTIONAL = ("description", "vocal_start", "vocal_end", "style")
 _REQUIRED = ("task_id", "suno_id", "name")
 
 

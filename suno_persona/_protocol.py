@@ -27,6 +27,7 @@ __all__ = [
     "parse_persona_id",
     "parse_response",
     "parse_retry_after",
+    "request_headers",
 ]
 
 ENDPOINT_PATH = "/api/v1/client/job/suno-persona-generate"
@@ -35,11 +36,14 @@ USER_AGENT = f"suno-persona/{__version__}"
 
 @attrs.frozen
 class PreparedRequest:
-    """What to send: method, path, headers and the encoded JSON body."""
+    """What to send: method, path, headers and the encoded JSON body.
+
+    ``headers`` is ``None`` when the session sends :func:`request_headers` with every request.
+    """
 
     method: str
     path: str
-    headers: Mapping[str, str] = attrs.field(repr=False)
+    headers: Mapping[str, str] | None = attrs.field(repr=False)
     body: bytes
 
     def __repr__(self) -> str:
@@ -56,16 +60,24 @@ _JSON_WHITESPACE = " \t\n\r"
 _QUOTE = json.encoder.encode_basestring
 
 
-def build_request(request: PersonaRequest, *, api_key: str) -> PreparedRequest:
-    """Encode ``request`` as the endpoint expects it; the key travels in ``x-api-key`` only."""
-    body = _encode_body(request)
-    headers = {
+def request_headers(api_key: str) -> dict[str, str]:
+    """The headers of every request: the key in ``x-api-key`` only, JSON, our User-Agent."""
+    return {
         "x-api-key": api_key,
         "Content-Type": "application/json",
         "Accept": "application/json",
         "User-Agent": USER_AGENT,
     }
-    return PreparedRequest("POST", ENDPOINT_PATH, headers, body)
+
+
+def build_request(request: PersonaRequest, *, api_key: str | None) -> PreparedRequest:
+    """Encode ``request`` as the endpoint expects it, with :func:`request_headers` for ``api_key``.
+
+    ``api_key=None`` leaves the headers out, for a session that sends them with every
+    request (the client's own session does: aiohttp then merges no headers per request).
+    """
+    headers = None if api_key is None else request_headers(api_key)
+    return PreparedRequest("POST", ENDPOINT_PATH, headers, _encode_body(request))
 
 
 def _encode_body(request: PersonaRequest) -> bytes:
@@ -74,13 +86,18 @@ def _encode_body(request: PersonaRequest) -> bytes:
     At half its cost: the values are str, int or finite float (the validators saw to it),
     written as the encoder writes them; any other number (a subclass) goes to ``_ENCODER``.
     """
-    fields = ",".join(f'"{key}":{_json_value(value)}' for key, value in request.to_dict().items())
+    fields = ",".join(
+        [
+            f'"{key}":{_QUOTE(value) if type(value) is str else _json_value(value)}'
+            for key, value in request.to_dict().items()
+        ]
+    )
     return f"{{{fields}}}".encode()
 
 
 def _json_value(value: object) -> str:
     if isinstance(value, str):
-        return _QUOTE(value)
+        return _QUOTE(value)  # a subclass of str
     kind = type(value)
     if kind is int or kind is float:
         return repr(value)  # as the encoder writes them: int.__repr__, float.__repr__

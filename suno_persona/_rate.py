@@ -73,10 +73,12 @@ class AdaptiveRate:
         "_first_at",
         "_frozen_at",
         "_growth",
+        "_index",
         "_min_rate",
         "_rate",
         "_rate_max",
         "_refused",
+        "_stamp",
         "_stamps",
         "_tat",
         "_window",
@@ -91,6 +93,7 @@ class AdaptiveRate:
         self._accepted = [0] * _BUCKETS
         self._refused = [0] * _BUCKETS
         self._stamps = [-1] * _BUCKETS
+        self._stamp = self._index = -1  # the bucket last counted in
         self._first_at: float | None = None
         self._rate: float | None = None
         self._rate_max = 0.0
@@ -165,7 +168,8 @@ class AdaptiveRate:
 
     def accepted(self, now: float, sent_at: float) -> None:
         """The API processed a request sent at ``sent_at`` (any answer but 429)."""
-        self._accepted[self._bucket(now)] += 1
+        stamp = int(now // self._bucket_span)
+        self._accepted[self._index if stamp == self._stamp else self._bucket(now)] += 1
         if sent_at > self._cut_at:
             self._after[0] += 1
 
@@ -247,6 +251,7 @@ class AdaptiveRate:
             self._stamps[index] = stamp
             self._accepted[index] = 0
             self._refused[index] = 0
+        self._stamp, self._index = stamp, index
         return index
 
     def _totals(self, now: float, buckets: int = _BUCKETS) -> tuple[int, int]:

@@ -269,6 +269,9 @@ class LocalState:
         self._pause_level = 0
         self._accepted_at = -math.inf
         self._interval = policy.measure_interval
+        self.go_from = -math.inf
+        """From when a send may go without :meth:`decide`: no maintenance, no learned rate
+        to pace by, and the pause (if any) over. ``inf`` while every send must be decided."""
 
     @property
     def breaker_open(self) -> bool:
@@ -289,6 +292,7 @@ class LocalState:
         """Start from a rate learned elsewhere (a shared store that stopped answering)."""
         if self._rate is not None:
             self._rate.seed(rate, now)
+        self._refresh()
 
     def blocked_until(self) -> float:
         if self._breaker.is_open:
@@ -330,6 +334,19 @@ class LocalState:
             if self._rate is not None:
                 self._rate.accepted(now, sent_at)
             return False
+        changed = self._report(answer, retry_after, now=now, sent_at=sent_at, probe=probe)
+        self._refresh()
+        return changed
+
+    def _refresh(self) -> None:
+        """Recompute :attr:`go_from` after anything but a plain success."""
+        rate = self._rate
+        plain = not self._breaker.is_open and (rate is None or not rate.known)
+        self.go_from = self._paused_until if plain else math.inf
+
+    def _report(
+        self, answer: Answer, retry_after: float | None, *, now: float, sent_at: float, probe: bool
+    ) -> bool:
         cap = self._max_pause
         adopted = retry_after if retry_after is not None and retry_after <= cap else None
         if answer is Answer.MAINTENANCE:
@@ -453,12 +470,18 @@ class Pass:
 
     __slots__ = ("_throttle", "decision", "places", "reported", "sent_at")
 
-    def __init__(self, throttle: Throttle, decision: Decision, sent_at: float) -> None:
+    def __init__(
+        self,
+        throttle: Throttle,
+        decision: Decision,
+        sent_at: float,
+        places: tuple[_Slots | None, _Slots | None] = (None, None),
+    ) -> None:
         self._throttle = throttle
         self.decision = decision
         self.sent_at = sent_at
         self.reported = False
-        self.places: tuple[_Slots | None, _Slots | None] = (None, None)
+        self.places = places
 
     def report(self, answer: Answer, retry_after: float | None = None) -> None:
         """Tell the shared state how the API answered."""
@@ -485,7 +508,8 @@ class Slot:
         self._passage: Pass | None = None
 
     async def __aenter__(self) -> Pass:
-        self._passage = await self._throttle.enter(self._deadline)
+        throttle = self._throttle
+        self._passage = throttle.try_enter() or await throttle.enter(self._deadline)
         return self._passage
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -597,10 +621,14 @@ class Throttle:
         """An answer came back: the slow start grows with answers (one more per success)."""
         self._answered_at = now
         if accepted and self._window is not None:
-            self._successes += 1
-            if self._successes >= self._share:
-                self._successes = 0
-                self._set_window(self._window + 1)
+            self._succeeded()
+
+    def _succeeded(self) -> None:
+        assert self._window is not None  # noqa: S101 - only called during the slow start
+        self._successes += 1
+        if self._successes >= self._share:
+            self._successes = 0
+            self._set_window(self._window + 1)
 
     def _set_window(self, size: int | None) -> None:
         policy = self.policy
@@ -651,6 +679,24 @@ class Throttle:
         """
         return Slot(self, deadline)
 
+    def try_enter(self) -> Pass | None:
+        """:meth:`enter` when it would not wait (the common case), else ``None``.
+
+        A place in flight is free, the slow start is over, and the shared state holds
+        nothing back: no maintenance, no pause, no learned rate (so nothing to reserve).
+        This process's state answers at once; a shared store's always goes through
+        :meth:`enter`.
+        """
+        if self._closed or self._windowed is not None:
+            return None
+        now = self.clock()
+        if self.state is not None and (self._local is None or now < self._local.go_from):
+            return None
+        in_flight = self._in_flight
+        if in_flight is not None and not in_flight.try_take():
+            return None
+        return Pass(self, _GO, now, (in_flight, None))
+
     async def enter(self, deadline: Deadline) -> Pass:
         """Wait for permission to send (see :meth:`slot`); :meth:`leave` gives it back."""
         if self._closed:
@@ -684,6 +730,27 @@ class Throttle:
             self._give_window(windowed)
             if in_flight is not None:
                 in_flight.give(1)
+
+    def leave_accepted(self, passage: Pass) -> None:
+        """The API accepted the request: ``passage.report(Answer.ACCEPTED)``, then :meth:`leave`.
+
+        One step for the common end of a send.
+        """
+        passage.reported = True
+        now = self.clock()
+        state = self.state
+        if state is not None and state.report(
+            Answer.ACCEPTED, None, now=now, sent_at=passage.sent_at, probe=passage.decision.probe
+        ):
+            self.notify()
+        self._answered_at = now
+        if self._window is not None:
+            self._succeeded()
+        in_flight, windowed = passage.places
+        if windowed is not None:
+            self._give_window(windowed)
+        if in_flight is not None:
+            in_flight.give(1)
 
     def _give_window(self, windowed: _Slots | None) -> None:
         if windowed is not None and windowed is self._windowed:

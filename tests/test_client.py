@@ -189,6 +189,28 @@ class TestLifecycle:
         with pytest.raises(sp.SunoPersonaError, match="closed"):
             await client.generate_persona(**FIELDS)
 
+    @pytest.mark.parametrize("own_session", [True, False], ids=["own session", "your session"])
+    async def test_every_request_carries_the_headers(self, own_session):
+        """The client's own session sends the headers with every request itself; a session
+        of yours is left as it was, and they go with each request instead."""
+        wanted = {
+            "x-api-key": "<redacted>",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"suno-persona/{sp.__version__}",
+        }
+        async with PersonaEmulator() as emu, aiohttp.ClientSession() as session:
+            options = {} if own_session else {"session": session}
+            async with client_for(emu.base_url, **options) as client:
+                await client.generate_many([{**FIELDS, "task_id": f"t{i}"} for i in range(3)])
+                with_options = client.with_options(timeout=5)
+                await with_options.generate_persona(**FIELDS)
+            assert "x-api-key" not in session.headers
+        assert len(emu.requests) == 4
+        for request in emu.requests:
+            assert {name: request.headers.get(name) for name in wanted} == wanted
+            assert request.code == 200
+
     async def test_user_session_is_never_closed(self, server):
         """A session passed in stays open after the client closes."""
         async with aiohttp.ClientSession() as session:

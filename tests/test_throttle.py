@@ -433,6 +433,75 @@ class TestGate:
         assert gate.rate is None
         assert fake_time.sleeps == []
 
+    async def test_the_fast_path_passes_only_what_enter_would_not_hold(self, fake_time):
+        """``try_enter`` (the client's common case, no await) passes a send only when
+        ``enter`` would neither wait nor reserve a slot: not during the slow start, a
+        maintenance, a pause or once a rate is learned, not when full or closed."""
+        events = []
+        gate = make_gate(fake_time, events, max_concurrency=1, initial_window=1, max_window=2)
+        assert gate.try_enter() is None  # the slow start goes through enter
+        await send(gate)
+        await send(gate)
+        assert gate.window is None
+
+        passage = gate.try_enter()
+        assert passage is not None
+        assert gate.try_enter() is None  # the one place in flight is taken
+        gate.leave_accepted(passage)
+        again = gate.try_enter()  # and given back
+        assert again is not None
+        gate.leave_accepted(again)
+
+        await send(gate, Answer.MAINTENANCE)
+        assert gate.try_enter() is None
+        fake_time.now += 1
+        assert await send(gate)  # the probe, accepted: the breaker closes
+        assert gate.try_enter() is not None
+
+    async def test_the_fast_path_holds_back_during_a_pause_and_after_a_cut(self, fake_time):
+        """A 429's pause holds the fast path back until it ends; a learned rate for good
+        (every send is then paced by enter)."""
+        gate = make_gate(fake_time, initial_window=None)
+        await send(gate, Answer.REFUSED, retry_after=2.0)
+        assert gate.blocked_until() > fake_time.now
+        assert gate.try_enter() is None
+        fake_time.now = gate.blocked_until()
+        assert gate.rate is None
+        gate.leave_accepted(gate.try_enter())
+        while gate.rate is None:
+            fake_time.now += 0.01
+            for answer in (Answer.ACCEPTED, Answer.REFUSED, Answer.REFUSED):
+                await send(gate, answer)
+        fake_time.now += 60
+        assert gate.blocked_until() < fake_time.now
+        assert gate.try_enter() is None
+
+    async def test_the_fast_path_is_closed_with_the_gate(self, fake_time):
+        gate = make_gate(fake_time, initial_window=None)
+        assert gate.try_enter() is not None
+        gate.close()
+        assert gate.try_enter() is None
+        with pytest.raises(GateClosed):
+            await gate.enter(UNBOUNDED)
+
+    async def test_leave_accepted_is_report_then_leave(self, fake_time):
+        """The one-step end of a success grows the start-up window, gives the places back
+        and closes the breaker when it was the probe, as report(ACCEPTED) + leave do."""
+        events = []
+        gate = make_gate(fake_time, events, max_concurrency=1, initial_window=1)
+        passage = await gate.enter(UNBOUNDED)
+        gate.leave_accepted(passage)
+        assert gate.window == 2
+        await asyncio.wait_for(send(gate, Answer.MAINTENANCE), 1)  # the place came back
+        fake_time.now += 1
+        probe = await gate.enter(UNBOUNDED)
+        assert probe.decision.probe
+        gate.leave_accepted(probe)
+        assert isinstance(events[-1], BreakerClosed)
+        assert gate.blocked_until() == -math.inf
+        again = await asyncio.wait_for(gate.enter(UNBOUNDED), 1)  # the place in flight is back
+        assert again.decision.go
+
     async def test_start_up_window_limits_requests_in_flight(self, fake_time):
         """While nothing is known, only initial_window requests are in flight."""
         gate = make_gate(fake_time, initial_window=2)
