@@ -173,7 +173,7 @@ SCENARIOS = {
         "maintenance", "Maintenance window", 100, 50, window=2.0, report="maintenance"
     ),
     "cpu": Scenario(
-        "cpu", "Client CPU", requests=2000, concurrency=32, warmup=200, repeat=7, report="cpu"
+        "cpu", "Client CPU", requests=2000, concurrency=32, warmup=200, repeat=15, report="cpu"
     ),
 }
 
@@ -639,6 +639,7 @@ def report_maintenance(scenario: Scenario, groups: list[list[Measurement]]) -> s
 
 def report_cpu(scenario: Scenario, groups: list[list[Measurement]]) -> str:
     header = ["contender", "succeeded", "wall (s)", "CPU per request (µs)", "ratio to raw"]
+    header.append("middle half of rounds")
     baseline = next((runs for runs in groups if runs[0].contender == "raw"), [])
     rows = []
     for runs in groups:
@@ -652,16 +653,26 @@ def report_cpu(scenario: Scenario, groups: list[list[Measurement]]) -> str:
                 _fmt(_median(runs, lambda m: m.wall)),
                 _fmt(_median(runs, lambda m: m.cpu / scenario.requests * 1e6), ".0f"),
                 _check(statistics.median(ratios) if ratios else math.nan, TARGET_CPU_RATIO),
+                _spread(ratios),
             ]
         rows.append(row)
     intro = (
         "Client process CPU (time.process_time) for successful POSTs, server in another "
         f"process, after a {scenario.warmup}-request warm-up. Each round runs every contender "
         "back to back, in an order that turns every round; the ratio is the median over rounds "
-        "of CPU / raw's CPU in the same round. "
+        "of CPU / raw's CPU in the same round, and the middle half of rounds the range of its "
+        "second and third quarters (how much the machine moved the rounds). "
         f"Target: ratio to raw <= {TARGET_CPU_RATIO}."
     )
     return f"{intro}\n\n{_table(header, rows)}"
+
+
+def _spread(ratios: list[float]) -> str:
+    """The interquartile range of ``ratios``, as ``low-high``."""
+    if len(ratios) < 2:  # quartiles need two values
+        return "n/a"
+    low, _, high = statistics.quantiles(ratios, n=4)
+    return f"{low:.2f}-{high:.2f}"
 
 
 REPORTS = {
@@ -738,7 +749,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, help="override the scenario's request count")
     parser.add_argument("--concurrency", type=int, help="override the scenario's concurrency")
     parser.add_argument(
-        "--repeat", type=int, help="runs per contender, median shown (default 1, cpu 7)"
+        "--repeat", type=int, help="runs per contender, median shown (default 1, cpu 15)"
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="cap per run, seconds")
     parser.add_argument("--budget", type=float, help="cap for everything (default 600 s)")

@@ -54,5 +54,7 @@ def test_every_scenario_runs_and_is_reported():
     rows = re.findall(r"^\| suno_persona \| (\d+)/(\d+) \|", report, re.MULTILINE)
     assert len(rows) == len(TITLES)
     assert all(ok == total == str(REQUESTS) for ok, total in rows), rows
+    # The CPU table shows how much the rounds spread, beside the median ratio.
+    assert re.search(r"^\| suno_persona \|.* \| \d+\.\d\d-\d+\.\d\d \|$", report, re.MULTILINE)
     assert "### Processes sharing one key through Redis" in report
     assert re.search(r"^\| shared through Redis \| [\d.]+x", report, re.MULTILINE), report[-1500:]
