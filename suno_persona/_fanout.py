@@ -132,7 +132,7 @@ class _Source(Generic[T]):
     async def next(self) -> tuple[int, T] | None:
         """The next ``(index, item)``, or ``None`` when there is none (any more)."""
         if self._sync is not None:
-            return self._take(next(self._sync, _END))
+            return self._pull_now()
         async with self._lock:
             if self.ended:
                 return None
