@@ -734,23 +734,29 @@ class Throttle:
     def leave_accepted(self, passage: Pass) -> None:
         """The API accepted the request: ``passage.report(Answer.ACCEPTED)``, then :meth:`leave`.
 
-        One step for the common end of a send.
+        One step for the common end of a send; the places are given back whatever happens.
         """
         passage.reported = True
-        now = self.clock()
-        state = self.state
-        if state is not None and state.report(
-            Answer.ACCEPTED, None, now=now, sent_at=passage.sent_at, probe=passage.decision.probe
-        ):
-            self.notify()
-        self._answered_at = now
-        if self._window is not None:
-            self._succeeded()
         in_flight, windowed = passage.places
-        if windowed is not None:
-            self._give_window(windowed)
-        if in_flight is not None:
-            in_flight.give(1)
+        try:
+            now = self.clock()
+            state = self.state
+            if state is not None and state.report(
+                Answer.ACCEPTED,
+                None,
+                now=now,
+                sent_at=passage.sent_at,
+                probe=passage.decision.probe,
+            ):
+                self.notify()
+            self._answered_at = now
+            if self._window is not None:
+                self._succeeded()
+        finally:
+            if windowed is not None:
+                self._give_window(windowed)
+            if in_flight is not None:
+                in_flight.give(1)
 
     def _give_window(self, windowed: _Slots | None) -> None:
         if windowed is not None and windowed is self._windowed:

@@ -502,6 +502,26 @@ class TestGate:
         again = await asyncio.wait_for(gate.enter(UNBOUNDED), 1)  # the place in flight is back
         assert again.decision.go
 
+    async def test_leave_accepted_gives_the_places_back_whatever_the_state_raises(self, fake_time):
+        """A shared state that fails while taking the report does not cost a place."""
+
+        class Failing(SharedStub):
+            def report(self, *_args, **_kwargs):
+                raise RuntimeError("the store failed")
+
+        gate = Throttle(
+            sp.ThrottlePolicy(initial_window=None),
+            max_concurrency=1,
+            max_pause=30.0,
+            clock=fake_time.clock,
+            sleep=fake_time.sleep,
+            state=Failing(),
+        )
+        passage = await gate.enter(UNBOUNDED)
+        with pytest.raises(RuntimeError, match="store failed"):
+            gate.leave_accepted(passage)
+        assert (await asyncio.wait_for(gate.enter(UNBOUNDED), 1)).decision.go
+
     async def test_start_up_window_limits_requests_in_flight(self, fake_time):
         """While nothing is known, only initial_window requests are in flight."""
         gate = make_gate(fake_time, initial_window=2)
