@@ -784,10 +784,13 @@ async def slow_server(latency):
 class TestAgainstAServer:
     async def test_waiting_for_a_connection_is_not_a_sent_timeout(self):
         """Regression: 10,000 calls on a default client ended in APITimeoutError(sent=True)
-        while the server saw few: they timed out waiting for a pooled connection."""
-        runner, url = await slow_server(0.05)
+        while the server saw few: they timed out waiting for a pooled connection. Here the
+        last calls wait 2.5 s for a place in flight (2,500 calls, 100 at a time, 0.1 s
+        each), past their 2 s timeout, which only runs once they are sent. (With 1 s and
+        0.05 s, a loaded CI machine kept a sent call past its second.)"""
+        runner, url = await slow_server(0.1)
         try:
-            async with sp.AsyncPersonaClient("k", base_url=url, timeout=1.0) as client:
+            async with sp.AsyncPersonaClient("k", base_url=url, timeout=2.0) as client:
                 requests = [
                     sp.PersonaRequest(**{**FIELDS, "suno_id": f"s{i}"}) for i in range(2500)
                 ]
