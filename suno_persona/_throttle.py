@@ -621,14 +621,10 @@ class Throttle:
         """An answer came back: the slow start grows with answers (one more per success)."""
         self._answered_at = now
         if accepted and self._window is not None:
-            self._succeeded()
-
-    def _succeeded(self) -> None:
-        assert self._window is not None  # noqa: S101 - only called during the slow start
-        self._successes += 1
-        if self._successes >= self._share:
-            self._successes = 0
-            self._set_window(self._window + 1)
+            self._successes += 1
+            if self._successes >= self._share:
+                self._successes = 0
+                self._set_window(self._window + 1)
 
     def _set_window(self, size: int | None) -> None:
         policy = self.policy
@@ -734,29 +730,12 @@ class Throttle:
     def leave_accepted(self, passage: Pass) -> None:
         """The API accepted the request: ``passage.report(Answer.ACCEPTED)``, then :meth:`leave`.
 
-        One step for the common end of a send; the places are given back whatever happens.
+        The places are given back whatever happens.
         """
-        passage.reported = True
-        in_flight, windowed = passage.places
         try:
-            now = self.clock()
-            state = self.state
-            if state is not None and state.report(
-                Answer.ACCEPTED,
-                None,
-                now=now,
-                sent_at=passage.sent_at,
-                probe=passage.decision.probe,
-            ):
-                self.notify()
-            self._answered_at = now
-            if self._window is not None:
-                self._succeeded()
+            passage.report(Answer.ACCEPTED)
         finally:
-            if windowed is not None:
-                self._give_window(windowed)
-            if in_flight is not None:
-                in_flight.give(1)
+            self.leave(passage)
 
     def _give_window(self, windowed: _Slots | None) -> None:
         if windowed is not None and windowed is self._windowed:
