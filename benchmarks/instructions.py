@@ -30,13 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.run import (
-    Library,
-    Outcome,
-    Workload,
-    local_server,
-    run_raw,
-)
+from benchmarks.contenders import Library, Outcome, Workload, run_raw
+from benchmarks.harness import local_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = ("raw", "suno_persona")

@@ -33,8 +33,12 @@ WORKER = Path(__file__).resolve().parent.parent / "tests" / "redis_worker.py"
 KEY = "bench-key"
 RATE = 50.0
 BURST = 10
+EACH = 100
 TARGET_RATIO = 1.15
 TARGET_429 = 0.05
+# Issue 19: four processes on one key with no shared store, each its own throttle.
+TARGET_429_NO_STORE = 0.10
+NO_STORE_TITLE = "Four processes on one key with no shared store (50/s)"
 
 
 def free_port() -> int:
@@ -96,7 +100,8 @@ def report(processes: int = 4, each: int = 100, repeat: int = 1) -> str:
         (
             f"{processes} processes x {each} requests, one key, emulator {RATE:g}/s burst {BURST}; "
             f"targets for the shared store: time <= {TARGET_RATIO}x ideal, "
-            f"<= {TARGET_429} 429s per request"
+            f"<= {TARGET_429} 429s per request; without a store (issue 19): "
+            f"<= {TARGET_429_NO_STORE} 429s per request"
         ),
         "",
         (
@@ -107,21 +112,56 @@ def report(processes: int = 4, each: int = 100, repeat: int = 1) -> str:
     ]
     for name, m in rows:
         shared = name.startswith("shared")
-        mark = "✓" if m["ratio"] <= TARGET_RATIO else "✗"
-        mark429 = "✓" if m["refused"] <= TARGET_429 else "✗"
+        mark = (" ✓" if m["ratio"] <= TARGET_RATIO else " ✗") if shared else ""
+        target = TARGET_429 if shared else TARGET_429_NO_STORE
+        mark429 = "✓" if m["refused"] <= target else "✗"
         lines.append(
-            f"| {name} | {m['ratio']:.2f}x {mark} | {m['refused']:.3f} {mark429} | "
+            f"| {name} | {m['ratio']:.2f}x{mark} | {m['refused']:.3f} {mark429} | "
             + (f"{m['calls']:.2f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms |" if shared else "- | - | - |")
         )  # fmt: skip
     return "\n".join(lines)
 
 
+def report_no_store(processes: int = 4, each: int = EACH, repeat: int = 1) -> str:
+    """Every run of ``processes`` clients on one key, each with its own in-process throttle."""
+    rows = []
+    for run in range(repeat):
+        print(f"running {processes} processes without a shared store ({run + 1}/{repeat}) ...",
+              file=sys.stderr)  # fmt: skip
+        m = asyncio.run(measure("-", processes, each))
+        mark = "✓" if m["refused"] <= TARGET_429_NO_STORE else "✗"
+        rows.append(
+            f"| {run + 1} | {m['ok']}/{processes * each} | {m['ratio']:.2f}x | "
+            f"{m['refused']:.3f} {mark} |"
+        )
+    return "\n".join(
+        [
+            (
+                f"{processes} processes x {each} requests, one key, each client with its own "
+                f"in-process throttle (no `throttle_store`), emulator {RATE:g}/s burst {BURST}, "
+                f"ideal ({processes * each} - {BURST}) / {RATE:g} s. Target: <= "
+                f"{TARGET_429_NO_STORE} 429s per request. Every run:"
+            ),
+            "",
+            "| run | succeeded | time / ideal | 429s per request |",
+            "| --- | --- | --- | --- |",
+            *rows,
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=100, help="per process")
+    parser.add_argument("--requests", type=int, default=EACH, help="per process")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--no-store", action="store_true", help="only the processes without a shared store"
+    )
     args = parser.parse_args()
+    if args.no_store:
+        print(report_no_store(args.processes, args.requests, args.repeat))
+        return
     if shutil.which("redis-server") is None:
         sys.exit("redis-server is not installed (apt-get install redis-server)")
     print(report(args.processes, args.requests, args.repeat))
