@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import warnings
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from suno_persona import _config, _protocol, _store, _transport
+from suno_persona import _config, _protocol, _transport
 from suno_persona._deadline import Deadline
 from suno_persona._errors import SunoPersonaError
 from suno_persona._fanout import (
@@ -34,12 +33,13 @@ from suno_persona._fanout import (
     check_source,
     gather_in_order,
 )
+from suno_persona._gates import build_gates
 from suno_persona._models import Persona, PersonaRequest
-from suno_persona._pipeline import Call, CallPipeline
-from suno_persona._retry import RetryBudget, RetryPolicy
+from suno_persona._persona import Outcome, PersonaCalls, coerce
+from suno_persona._retry import RetryPolicy
 from suno_persona._session import SessionBinding, cap_to_pool
 from suno_persona._settings import UNSET, EventHook, Maybe, derive, retry_policy, varied
-from suno_persona._throttle import Throttle, ThrottlePolicy
+from suno_persona._throttle import ThrottlePolicy
 
 if TYPE_CHECKING:
     from suno_persona.redis import RedisThrottleStore
@@ -51,20 +51,20 @@ MAX_BODY_BYTES = _transport.MAX_BODY_BYTES
 _DEFAULT_CONCURRENCY = 100
 _UNBOUNDED = Deadline()
 
-Outcome = Persona | SunoPersonaError
-"""One result of a fan-out: the :class:`Persona`, or the request's :class:`SunoPersonaError`."""
 Requests = (
     Iterable[PersonaRequest | Mapping[str, Any]] | AsyncIterable[PersonaRequest | Mapping[str, Any]]
 )
 _WHAT = "PersonaRequest objects or field mappings"
 
 
-class AsyncPersonaClient(CallPipeline, SessionBinding):
+class AsyncPersonaClient(PersonaCalls):
     """An asyncio client for the "Generate a Suno persona" endpoint.
 
     One client is meant to be shared by every task of an application: it holds one
     aiohttp session (created lazily inside the running loop), one throttle that all
-    calls cooperate through, and one cap on requests in flight.
+    calls cooperate through, and one cap on requests in flight. It also queries the music
+    task a persona comes from (:meth:`get_task`, :meth:`wait_for_task`) and the account's
+    balance (:meth:`get_balance`).
 
     Args:
         api_key: The crun.ai API key; defaults to the ``SUNO_API_KEY`` environment variable.
@@ -90,6 +90,8 @@ class AsyncPersonaClient(CallPipeline, SessionBinding):
             ``Retry-After`` pause and the maintenance probe with every client of the same
             key and base URL using that Redis (needs ``suno-persona[redis]``). The cap on
             requests in flight, the slow start and the retry budget stay per client.
+        task_poll_interval: Seconds between two polls of a task when a call waits for it
+            (``wait_for_task=True``); polls are jittered and never more frequent.
 
     Raises:
         SunoPersonaError: No key was given and ``SUNO_API_KEY`` is unset, the key is empty
@@ -113,6 +115,7 @@ class AsyncPersonaClient(CallPipeline, SessionBinding):
         allow_insecure_http: bool = False,
         event_hooks: Iterable[EventHook] = (),
         throttle_store: str | RedisThrottleStore | None = None,
+        task_poll_interval: float = 15.0,
     ) -> None:
         self._api_key = _config.resolve_api_key(api_key)
         self._base_url = _config.resolve_base_url(
@@ -122,6 +125,9 @@ class AsyncPersonaClient(CallPipeline, SessionBinding):
         self._url = self._base_url + _protocol.ENDPOINT_PATH
         self._timeout = _config.check_timeout(timeout)
         self._retry = retry_policy(retry)
+        self._task_poll_interval = _config.check_seconds("task_poll_interval", task_poll_interval)
+        self._task_wait: float | None = None
+        self._task_polls: dict[str, Any] = {}
         _config.check_instance("session", session, aiohttp.ClientSession)
         _config.check_instance("throttle", throttle, ThrottlePolicy)
         max_concurrency = _config.check_max_concurrency(max_concurrency)
@@ -134,39 +140,23 @@ class AsyncPersonaClient(CallPipeline, SessionBinding):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._root: AsyncPersonaClient = self
-        self._children: weakref.WeakSet[AsyncPersonaClient] = weakref.WeakSet()
+        self._children: weakref.WeakSet[SessionBinding] = weakref.WeakSet()
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._clock: Callable[[], float] = time.monotonic
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._hooks = _config.check_event_hooks(event_hooks)
         self._failed_hooks: set[int] = set()
-        self._throttle = Throttle(
+        self._throttle, self._gets, self._budget = build_gates(
             throttle,
+            throttle_store,
             max_concurrency=max_concurrency,
             max_pause=self._retry.max_delay,
+            probe_lease=self._timeout,
+            base_url=self._base_url,
+            api_key=self._api_key,
             clock=self._now,
             sleep=self._pause,
             emit=self._emit,
-            state=_store.build_state(
-                throttle_store,
-                throttle,
-                base_url=self._base_url,
-                api_key=self._api_key,
-                max_pause=self._retry.max_delay,
-                probe_lease=self._timeout,
-                clock=self._now,
-                emit=self._emit,
-            ),
-        )
-        self._budget = (
-            RetryBudget(
-                capacity=throttle.retry_budget,
-                cost=throttle.retry_cost,
-                timeout_cost=throttle.timeout_retry_cost,
-                refund=throttle.success_refund,
-            )
-            if throttle is not None and throttle.retry_budget > 0
-            else None
         )
 
     def _now(self) -> float:
@@ -195,6 +185,8 @@ class AsyncPersonaClient(CallPipeline, SessionBinding):
         timeout: float | Maybe = UNSET,
         retry: RetryPolicy | Maybe | None = UNSET,
         event_hooks: Iterable[EventHook] | Maybe = UNSET,
+        wait_for_task: bool | float | Maybe = UNSET,
+        task_poll_interval: float | Maybe = UNSET,
     ) -> AsyncPersonaClient:
         """A client that differs from this one only in the settings given.
 
@@ -216,6 +208,9 @@ class AsyncPersonaClient(CallPipeline, SessionBinding):
             event_hooks: The hooks of the calls made through the new client, instead of
                 this client's. The throttle's own events (``RateChanged``, ...) still go
                 to the hooks of the client that was constructed.
+            wait_for_task: The default of the ``wait_for_task`` option of the calls made
+                through the new client (see :meth:`generate_persona`).
+            task_poll_interval: Seconds between two polls of a task, as in the constructor.
 
         Raises:
             SunoPersonaError: This client is closed.
@@ -223,7 +218,14 @@ class AsyncPersonaClient(CallPipeline, SessionBinding):
         """
         if self._closed:
             raise SunoPersonaError("the client is closed")
-        return derive(self, varied(timeout=timeout, retry=retry, event_hooks=event_hooks))
+        changes = varied(
+            timeout=timeout,
+            retry=retry,
+            event_hooks=event_hooks,
+            wait_for_task=wait_for_task,
+            task_poll_interval=task_poll_interval,
+        )
+        return derive(self, changes)
 
     async def __aenter__(self) -> AsyncPersonaClient:  # noqa: PYI034 - no typing.Self in 3.10
         await self._ensure_open()
@@ -237,34 +239,13 @@ class AsyncPersonaClient(CallPipeline, SessionBinding):
     ) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        """Close the client's own session (never one passed in). Safe to call twice.
-
-        Closing a client also closes every client :meth:`with_options` made from it;
-        closing one of those closes only itself.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        if self._root is not self:
-            return
-        for child in list(self._children):
-            child._closed = True  # noqa: SLF001 - same class
-        await self._throttle.aclose()
-        await self._close_session()
-
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        session = getattr(self, "_session", None)
-        if session is not None and session is not self._user_session and not session.closed:
-            _warn(
-                f"Unclosed {type(self).__name__}; use 'async with' or 'await client.close()'",
-                ResourceWarning,
-                source=self,
-                stacklevel=1,
-            )
-
     async def generate_persona(
-        self, request: PersonaRequest | Mapping[str, Any] | None = None, /, **fields: Any
+        self,
+        request: PersonaRequest | Mapping[str, Any] | None = None,
+        /,
+        *,
+        wait_for_task: bool | float | None = None,
+        **fields: Any,
     ) -> Persona:
         """Turn a finished Suno song into a persona and return it.
 
@@ -276,8 +257,21 @@ class AsyncPersonaClient(CallPipeline, SessionBinding):
         The persona carries ``attempts`` (requests sent) and ``elapsed`` (seconds for the
         whole call); an error raised carries them too.
 
+        Args:
+            request: The request, or a mapping of its fields.
+            wait_for_task: ``True``, or a timeout in seconds, first waits for the request's
+                task to succeed (:meth:`wait_for_task`, polling every
+                ``task_poll_interval``; ``True`` waits up to 900 s), then checks the request
+                against it; ``False`` sends at once. ``None`` (the default) is the client's
+                setting: ``False`` unless :meth:`with_options` set it.
+            **fields: The request's fields, instead of ``request``.
+
         Raises:
-            RequestValidationError: The request breaks a rule of the schema (nothing sent).
+            RequestValidationError: The request breaks a rule of the schema, or (waiting
+                for the task) its ``suno_id`` is not a song of the task or its vocal window
+                runs past the song's end; nothing is sent.
+            TaskFailedError: Waiting for the task: it failed.
+            TaskTimeoutError: Waiting for the task: it did not finish in time.
             APIError: The API answered with an error code (see the subclasses).
             APIConnectionError: The API could not be reached, or the connection broke.
             InvalidResponseError: The reply was neither a success nor an error envelope.
@@ -287,19 +281,26 @@ class AsyncPersonaClient(CallPipeline, SessionBinding):
                 "pass either a PersonaRequest (or a mapping of its fields) or keyword fields, "
                 "not both"
             )
-        return await self._generate(_coerce(request if request is not None else fields))
+        wait = self._wait_of(wait_for_task)
+        checked = coerce(request if request is not None else fields)
+        if wait is not None:
+            await self._check_task(checked, wait)
+        return await self._generate(checked)
 
     async def generate_many(
         self,
         requests: Requests,
         *,
         concurrency: int = 8,
+        wait_for_task: bool | float | None = None,
     ) -> list[Outcome]:
         """Create many personas, at most ``concurrency`` at a time.
 
         ``requests`` may be any iterable or async iterable (a list, a generator, a database
         cursor, an async generator); it is read lazily, at most ``2 * concurrency`` items
         ahead of the requests that have finished, so only the results are kept.
+        ``wait_for_task`` is as in :meth:`generate_persona`, for every request: requests
+        on one task share its one poll loop.
 
         Returns:
             One outcome per input, in input order: the :class:`Persona`, or the
@@ -313,20 +314,23 @@ class AsyncPersonaClient(CallPipeline, SessionBinding):
                 cancelled.
         """
         check_source(requests, "requests", _WHAT)
-        return await gather_in_order(self._generate_outcome, requests, concurrency)
+        work = self._outcomes(self._wait_of(wait_for_task))
+        return await gather_in_order(work, requests, concurrency)
 
     def generate_as_completed(
         self,
         requests: Requests,
         *,
         concurrency: int = 8,
+        wait_for_task: bool | float | None = None,
     ) -> Completions[Outcome]:
         """Create many personas and yield ``(index, outcome)`` as each one finishes.
 
         ``requests`` may be any iterable or async iterable, of any size: it is read lazily,
         at most ``2 * concurrency`` items ahead of the outcomes you have received, and
         nothing is kept per finished item, so memory depends on ``concurrency`` only. The
-        index counts the items in input order from 0.
+        index counts the items in input order from 0. ``wait_for_task`` is as in
+        :meth:`generate_many`.
 
         Every index is yielded exactly once. Cancelling the consumer cancels the work
         still outstanding and leaves no task behind. An exception raised by the input
@@ -348,54 +352,5 @@ class AsyncPersonaClient(CallPipeline, SessionBinding):
         """
         check_source(requests, "requests", _WHAT)
         check_concurrency(concurrency)
-        return Completions(as_completed(self._generate_outcome, requests, concurrency))
-
-    async def _generate_outcome(self, request: PersonaRequest | Mapping[str, Any]) -> Outcome:
-        try:
-            return await self._generate(_coerce(request))
-        except SunoPersonaError as error:
-            return error
-
-    async def _generate(self, request: PersonaRequest) -> Persona:
-        session = self._open_session() or await self._ensure_open()
-        # The client's own session sends the headers itself; a session of yours is not ours
-        # to change, so they go with each request.
-        prepared = _protocol.build_request(
-            request, api_key=self._api_key if session is self._user_session else None
-        )
-        now = self._clock()
-        seconds = self._retry.deadline
-        call = Call(
-            request,
-            prepared,
-            self._url,
-            now,
-            _UNBOUNDED if seconds is None else Deadline(now + seconds),
-            parse=_protocol.parse_persona_id,
-        )
-        if self._hooks:
-            self._started(call)
-        try:
-            persona_id = await self._run(session, call)
-        except SunoPersonaError as error:
-            self._failed(call, error)
-            raise
-        except BaseException:
-            if self._hooks:
-                self._finished(call, self._clock() - call.started)
-            raise
-        persona = Persona(
-            persona_id=persona_id,
-            request=request,
-            attempts=call.sent,
-            elapsed=self._clock() - call.started,
-        )
-        if self._hooks:
-            self._finished(call, persona.elapsed, persona=persona)
-        return persona
-
-
-def _coerce(request: PersonaRequest | Mapping[str, Any]) -> PersonaRequest:
-    if isinstance(request, PersonaRequest):
-        return request
-    return PersonaRequest.from_dict(request)
+        work = self._outcomes(self._wait_of(wait_for_task))
+        return Completions(as_completed(work, requests, concurrency))

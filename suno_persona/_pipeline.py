@@ -1,8 +1,8 @@
 """The call pipeline: one call's attempts, through the gate, under the retry policy, with events.
 
-Generic over the endpoint: a :class:`Call` carries what to send and how to read the reply
-(``parse``), so every endpoint's calls go through the same steps.
-Only the reply's parsing differs between them.
+Generic over the endpoint: a :class:`Call` carries what to send, how to read the reply
+(``parse``), the gate it passes (``throttle``: each resource learns its own rate) and whether
+it is safe to repeat (``idempotent``: the GETs retry 5xx, timeouts and broken connections).
 
 The hot path is :meth:`CallPipeline._attempt`: a send that would not wait passes the gate
 without an await, and a success is reported and left in one step.
@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import aiohttp
 
@@ -30,7 +30,13 @@ from suno_persona._errors import (
     SunoPersonaError,
 )
 from suno_persona._models import Persona, PersonaRequest
-from suno_persona._retry import RetryBudget, RetryHooks, RetryPolicy, build_retrying
+from suno_persona._retry import (
+    RetryBudget,
+    RetryHooks,
+    RetryPolicy,
+    build_retrying,
+    is_retryable,
+)
 from suno_persona._throttle import Answer, GateClosed, Pass, Throttle
 from suno_persona.events import (
     AttemptFinished,
@@ -72,12 +78,14 @@ class Call(Generic[T]):
     __slots__ = (
         "call_id",
         "deadline",
+        "idempotent",
         "parse",
         "prepared",
         "request",
         "sent",
         "spent",
         "started",
+        "throttle",
         "url",
     )
 
@@ -90,6 +98,8 @@ class Call(Generic[T]):
         deadline: Deadline,
         *,
         parse: Parse[T],
+        throttle: Throttle,
+        idempotent: bool = False,
     ) -> None:
         self.request = request
         self.prepared = prepared
@@ -97,6 +107,8 @@ class Call(Generic[T]):
         self.started = started
         self.deadline = deadline
         self.parse = parse
+        self.throttle = throttle
+        self.idempotent = idempotent
         self.call_id = 0
         self.sent = 0
         self.spent = 0
@@ -114,10 +126,9 @@ class CallPipeline:
     _hooks: tuple[Callable[[object], object], ...]
     _clock: Callable[[], float]
     _rng: random.Random
-    _throttle: Throttle
     _budget: RetryBudget | None
     _closed: bool
-    _root: CallPipeline
+    _root: Any  # the client that was constructed (see _settings): its _timeout
     _user_session: aiohttp.ClientSession | None
     _failed_hooks: set[int]
 
@@ -180,16 +191,18 @@ class CallPipeline:
             if not error.retryable or policy.max_attempts == 1:
                 raise
             first_failure = error
+        throttle = call.throttle
         retrying = build_retrying(
             policy,
-            sleep=self._throttle.sleep,
+            sleep=throttle.sleep,
             clock=self._clock,
             deadline_at=call.deadline.at,
             rng=self._rng,
             budget=self._budget,
-            paced=self._throttle.state is not None,
+            paced=throttle.state is not None,
             hooks=self._retry_hooks(call),
-            blocked_until=self._throttle.blocked_until,
+            blocked_until=throttle.blocked_until,
+            idempotent=call.idempotent,
         )
         try:
             async for try_ in retrying:
@@ -211,7 +224,7 @@ class CallPipeline:
             call.spent = 0 if budget is None else budget.cost_of(error)
             if self._hooks and call.request is not None and isinstance(error, SunoPersonaError):
                 # The backoff, or the shared pause when that holds the next send back longer.
-                delay = max(delay, self._throttle.blocked_until() - self._clock())
+                delay = max(delay, call.throttle.blocked_until() - self._clock())
                 self._emit(
                     RetryScheduled(
                         request=call.request,
@@ -248,7 +261,7 @@ class CallPipeline:
         try:
             if self._closed:
                 raise GateClosed  # noqa: TRY301 - turned into our error below, with the others
-            throttle = self._throttle
+            throttle = call.throttle
             passage = throttle.try_enter() or await throttle.enter(call.deadline)
             try:
                 now = self._clock()
@@ -284,7 +297,7 @@ class CallPipeline:
         except GateClosed:
             stopped = SunoPersonaError("the client was closed while the call was waiting to send")
         except SunoPersonaError as failure:
-            failure.retryable = self._retry.is_retryable(failure)
+            failure.retryable = is_retryable(self._retry, failure, idempotent=call.idempotent)
             raise
         else:
             throttle.leave_accepted(passage)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+import warnings
+import weakref
+from collections.abc import AsyncGenerator, Callable
 
 import aiohttp
 
@@ -22,7 +24,10 @@ __all__ = ["SessionBinding", "cap_to_pool"]
 
 
 class SessionBinding:
-    """Opens, rebinds and closes the session (a part of :class:`AsyncPersonaClient`)."""
+    """Opens, rebinds and closes the session (a part of :class:`AsyncPersonaClient`).
+
+    Closing the client closes its gates, its session, and the clients made from it.
+    """
 
     _api_key: str
     _timeout: float
@@ -34,6 +39,35 @@ class SessionBinding:
     _watcher: AsyncGenerator[None, None] | None
     _loop: asyncio.AbstractEventLoop | None
     _throttle: Throttle
+    _gets: Throttle
+    _children: weakref.WeakSet[SessionBinding]
+
+    async def close(self) -> None:
+        """Close the client's own session (never one passed in). Safe to call twice.
+
+        Closing a client also closes every client :meth:`with_options` made from it;
+        closing one of those closes only itself.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._root is not self:
+            return
+        for child in list(self._children):
+            child._closed = True  # noqa: SLF001 - same class
+        self._gets.close()
+        await self._throttle.aclose()
+        await self._close_session()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        session = getattr(self, "_session", None)
+        if session is not None and session is not self._user_session and not session.closed:
+            _warn(
+                f"Unclosed {type(self).__name__}; use 'async with' or 'await client.close()'",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
 
     def _open_session(self) -> aiohttp.ClientSession | None:
         """The session, when it is ready for this loop (the common case); else ``None``."""
@@ -90,6 +124,7 @@ class SessionBinding:
         self._loop = loop
         if previous is not None:
             self._throttle.rebind()
+            self._gets.rebind()
         if stale is not None and stale is not user:
             # The session belonged to the ended loop: close what can still be closed.
             with contextlib.suppress(Exception):

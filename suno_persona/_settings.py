@@ -46,6 +46,8 @@ def varied(
     timeout: float | Maybe,
     retry: RetryPolicy | Maybe | None,
     event_hooks: Iterable[EventHook] | Maybe,
+    wait_for_task: bool | float | Maybe,
+    task_poll_interval: float | Maybe,
 ) -> dict[str, Any]:
     """The client attributes the given settings set, each checked; left-out ones are absent.
 
@@ -59,6 +61,12 @@ def varied(
         changes["_retry"] = retry_policy(retry)
     if event_hooks is not UNSET:
         changes["_hooks"] = _config.check_event_hooks(event_hooks)
+    if wait_for_task is not UNSET:
+        changes["_task_wait"] = _config.check_wait_for_task(wait_for_task)
+    if task_poll_interval is not UNSET:
+        changes["_task_poll_interval"] = _config.check_seconds(
+            "task_poll_interval", task_poll_interval
+        )
     return changes
 
 
