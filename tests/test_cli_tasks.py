@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 
@@ -53,8 +54,15 @@ class TestTask:
         assert (task["task_id"], task["status"], task["songs"]) == ("t1", "running", [])
 
     async def test_wait_polls_until_it_succeeded(self, env, emu):
-        emu.add_task("t1", {"s1": 60.0, "s2": 30.5}, pending=0.2, running=0.3)
-        run = await cli("task", "t1", "--wait", "--poll-interval", "0.2", env=env)
+        """Running at the first poll; finished (replaced) once it was seen running."""
+        emu.add_task("t1", {"s1": 60.0, "s2": 30.5}, running=600)
+        command = asyncio.ensure_future(
+            cli("task", "t1", "--wait", "--poll-interval", "0.2", env=env)
+        )
+        while not any(r.path == TASK_PATH for r in emu.requests):
+            await asyncio.sleep(0.01)
+        emu.add_task("t1", {"s1": 60.0, "s2": 30.5})
+        run = await command
         assert run.status == 0, run.err
         task = json.loads(run.out)
         assert task["status"] == "success"

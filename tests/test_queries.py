@@ -128,6 +128,14 @@ class TestTheTask:
         assert task.error_code == 501
         assert task.error_message == "generation failed: lyrics rejected"
 
+    @pytest.mark.parametrize(
+        ("code", "read"), [("501", 501), (True, None), ("x1", None), (5.0, None)]
+    )
+    def test_a_failed_tasks_code_is_an_int_or_none(self, code, read):
+        task = parse(answer(task_data("failed", {"code": code, "message": 7})))
+        assert task.error_code == read
+        assert task.error_message is None
+
     def test_a_failed_task_without_a_result(self):
         task = parse(answer(task_data("failed", None)))
         assert (task.error_code, task.error_message) == (None, None)

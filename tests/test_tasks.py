@@ -234,6 +234,24 @@ class TestCancellation:
         with pytest.raises(sp.SunoPersonaError, match="closed"):
             await asyncio.wait_for(waiter, 5)
 
+    async def test_a_poll_loop_cancelled_from_outside_ends_its_waits(self, emu, fake_time):
+        """A waiter never waits for ever: a loop stopped by someone else is an error."""
+        emu.add_task("t1", {"s1": 60.0}, running=1000)
+        async with client_for(emu, fake_time) as client:
+            waiter = asyncio.ensure_future(client.wait_for_task("t1", poll_interval=15))
+            while not polls(emu):
+                await asyncio.sleep(0)
+            client._task_polls["t1"].runner.cancel()
+            with pytest.raises(sp.SunoPersonaError, match="polling task t1 was cancelled"):
+                await asyncio.wait_for(waiter, 5)
+
+    async def test_a_closed_client_refuses_to_wait(self, emu, fake_time):
+        client = client_for(emu, fake_time)
+        await client.close()
+        with pytest.raises(sp.SunoPersonaError, match="closed"):
+            await client.wait_for_task("t1")
+        assert emu.requests == []
+
     @pytest.mark.parametrize(
         ("options", "field"),
         [
