@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from suno_persona import _config, _queries
 from suno_persona._deadline import Deadline
@@ -110,7 +110,8 @@ class TaskQueries(SessionBinding, CallPipeline):
         Sends ``GET /api/v1/client/job/TaskInfo?task_id=...``. It is safe to repeat, so
         429, 455, 5xx, timeouts and connection failures are retried under the client's
         :class:`RetryPolicy`. It shares the client's connection pool, cap on requests in
-        flight and maintenance breaker, and learns a rate of its own.
+        flight and maintenance breaker, and learns a rate of its own. It emits no call
+        or attempt events (those are about persona requests); the throttle's still come.
 
         Raises:
             RequestValidationError: ``task_id`` is not a non-blank string (nothing sent).
@@ -144,8 +145,9 @@ class TaskQueries(SessionBinding, CallPipeline):
         It polls :meth:`get_task` at once, then no more often than ``poll_interval``
         seconds, with jitter (the provider recommends 15 to 30 s). All waits for one
         ``task_id`` on this client share one poll loop, however many callers wait; it
-        polls at the longest interval any of them asked for. Cancelling a wait leaves
-        nothing behind: the loop stops when its last waiter leaves.
+        polls at the longest interval any of them asked for, with the settings (timeout,
+        retries) of the client that was constructed, shared by those ``with_options`` made.
+        Cancelling a wait leaves nothing behind: the loop stops when its last waiter leaves.
 
         Args:
             task_id: The music task's id.
@@ -173,7 +175,10 @@ class TaskQueries(SessionBinding, CallPipeline):
         poll.waiters.append(waiter)
         try:
             if poll.runner is None:
-                poll.runner = asyncio.ensure_future(self._poll(poll))
+                # The constructed client runs it: a with_options client closed on its own
+                # must not end the waits of the others.
+                owner = cast("TaskQueries", self._root)
+                poll.runner = asyncio.ensure_future(owner._poll(poll))  # noqa: SLF001
                 poll.runner.add_done_callback(poll.ended)
             while poll.outcome is None:
                 now = self._clock()

@@ -245,6 +245,23 @@ class TestCancellation:
             with pytest.raises(sp.SunoPersonaError, match="polling task t1 was cancelled"):
                 await asyncio.wait_for(waiter, 5)
 
+    async def test_with_options_clients_share_the_loop_and_closing_one_ends_no_wait(
+        self, emu, fake_time
+    ):
+        emu.add_task("t1", {"s1": 60.0}, running=60)
+        async with client_for(emu, fake_time) as client:
+            child = client.with_options(timeout=5)
+            first = asyncio.ensure_future(child.wait_for_task("t1", poll_interval=15))
+            second = asyncio.ensure_future(client.wait_for_task("t1", poll_interval=15))
+            while not polls(emu):
+                await asyncio.sleep(0)
+            assert list(child._task_polls) == list(client._task_polls) == ["t1"]
+            await child.close()
+            done = await asyncio.gather(first, second)
+        assert [task.status for task in done] == [sp.TaskStatus.SUCCESS] * 2
+        times = polls(emu)
+        assert all(b - a >= 15 for a, b in itertools.pairwise(times))
+
     async def test_a_closed_client_refuses_to_wait(self, emu, fake_time):
         client = client_for(emu, fake_time)
         await client.close()
