@@ -1,6 +1,6 @@
-"""The emulator's answers as values: the provider's words for each code, and the rate limit.
+"""The emulator's values: a recorded request, an answer, a fault, a rate limit's bucket.
 
-Pure: no I/O, no clock of its own.
+And the provider's words for each code. Pure: no I/O, no clock of its own.
 """
 
 from __future__ import annotations
@@ -10,7 +10,15 @@ from typing import Any, Final
 
 import attrs
 
-__all__ = ["MESSAGES", "REASONS", "RETRY_AFTER_CODES", "Bucket", "Fault", "Reply"]
+__all__ = [
+    "MESSAGES",
+    "REASONS",
+    "RETRY_AFTER_CODES",
+    "Bucket",
+    "Fault",
+    "RecordedRequest",
+    "Reply",
+]
 
 # The provider's words for each documented code: the default message of an injected fault.
 MESSAGES: Final[Mapping[int, str]] = {
@@ -76,3 +84,28 @@ class Bucket:
             self.tokens -= 1.0
             return None
         return (1.0 - self.tokens) / rate
+
+
+@attrs.frozen(kw_only=True)
+class RecordedRequest:
+    """One request the emulator received, as it was answered.
+
+    API keys are never recorded: the values of ``x-api-key`` and ``Authorization`` are
+    replaced by ``"<redacted>"``, and the query string is not kept.
+
+    Attributes:
+        method: The HTTP method, e.g. ``"POST"``.
+        path: The request path, without the query string.
+        headers: The request headers, secrets redacted.
+        json: The parsed JSON body, or ``None`` when the body was empty or not JSON.
+        code: The code the emulator answered with (the envelope's ``code``).
+        timestamp: When the request arrived, on the emulator's clock (by default
+            :func:`time.monotonic`).
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+    code: int
+    timestamp: float

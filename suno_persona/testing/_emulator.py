@@ -1,6 +1,6 @@
 """A local emulator of the "Generate a Suno persona" endpoint, serving real HTTP on loopback.
 
-The decisions are made by :meth:`PersonaEmulator._answer`, a synchronous method over plain
+The decisions are made by ``_answer`` (in ``_decide``), a synchronous method over plain
 values (method, path, headers, body bytes); the aiohttp handler around it only reads the
 request, waits the configured latency and writes the reply. Because ``_answer`` never awaits,
 every check-and-update of the emulator's state is atomic on the event loop.
@@ -10,26 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import math
 import random
-import secrets
 import time
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-import attrs
 from aiohttp import web
 
-from suno_persona import PersonaRequest, RequestValidationError
+from suno_persona import PersonaRequest
 from suno_persona.testing._answers import (
     MESSAGES,
     REASONS,
     RETRY_AFTER_CODES,
     Bucket,
     Fault,
+    RecordedRequest,
     Reply,
 )
+from suno_persona.testing._decide import RESOURCES, Decisions
 from suno_persona.testing._tasks import EmulatedTask
 
 if TYPE_CHECKING:
@@ -38,48 +37,13 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-__all__ = ["PersonaEmulator", "RecordedRequest"]
+__all__ = ["PersonaEmulator"]
 
 _ENDPOINT_PATH: Final = "/api/v1/client/job/suno-persona-generate"
-_TASK_PATH: Final = "/api/v1/client/job/TaskInfo"
-_BALANCE_PATH: Final = "/api/v1/client/account/balance"
-_RESOURCES: Final = {
-    ("POST", _ENDPOINT_PATH): "persona",
-    ("GET", _TASK_PATH): "task",
-    ("GET", _BALANCE_PATH): "balance",
-}
-_UNLIMITED_BALANCE: Final = 1_000_000
-_REDACTED: Final = "<redacted>"
-_SECRET_HEADERS: Final = frozenset({"x-api-key", "authorization"})
 _SHUTDOWN_TIMEOUT: Final = 1.0
 
 
-@attrs.frozen(kw_only=True)
-class RecordedRequest:
-    """One request the emulator received, as it was answered.
-
-    API keys are never recorded: the values of ``x-api-key`` and ``Authorization`` are
-    replaced by ``"<redacted>"``, and the query string is not kept.
-
-    Attributes:
-        method: The HTTP method, e.g. ``"POST"``.
-        path: The request path, without the query string.
-        headers: The request headers, secrets redacted.
-        json: The parsed JSON body, or ``None`` when the body was empty or not JSON.
-        code: The code the emulator answered with (the envelope's ``code``).
-        timestamp: When the request arrived, on the emulator's clock (by default
-            :func:`time.monotonic`).
-    """
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    json: Any
-    code: int
-    timestamp: float
-
-
-class PersonaEmulator:
+class PersonaEmulator(Decisions):
     """A local, in-process emulator of the crun.ai "Generate a Suno persona" endpoint.
 
     It serves ``POST /api/v1/client/job/suno-persona-generate`` over real HTTP with aiohttp,
@@ -201,7 +165,7 @@ class PersonaEmulator:
         self._by_pair: dict[tuple[str, str], str] = {}
         self._buckets: dict[tuple[int, str], Bucket] = {}
         self._faults: dict[str, collections.deque[Fault]] = {
-            resource: collections.deque() for resource in _RESOURCES.values()
+            resource: collections.deque() for resource in RESOURCES.values()
         }
         self._tasks: dict[str, EmulatedTask] = {}
         self._check_tasks = check_tasks
@@ -385,132 +349,6 @@ class PersonaEmulator:
         status = reply.code if self._errors_in_http_status else 200
         reason = REASONS.get(status) or _reason_phrase(status)
         return web.json_response(envelope, status=status, reason=reason, headers=headers)
-
-    def _answer(
-        self,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        body: bytes,
-        task_id: str | None = None,
-    ) -> Reply:
-        try:
-            payload: Any = json.loads(body)
-        except (ValueError, RecursionError):
-            payload, is_json = None, False
-        else:
-            is_json = True
-        reply = self._decide(method, path, headers, payload, is_json=is_json, task_id=task_id)
-        self.requests.append(
-            RecordedRequest(
-                method=method,
-                path=path,
-                headers={
-                    k: _REDACTED if k.lower() in _SECRET_HEADERS else v for k, v in headers.items()
-                },
-                json=payload,
-                code=reply.code,
-                timestamp=self._clock(),
-            )
-        )
-        return reply
-
-    def _decide(  # noqa: PLR0911 - one return per answer
-        self,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        payload: Any,
-        *,
-        is_json: bool,
-        task_id: str | None = None,
-    ) -> Reply:
-        resource = _RESOURCES.get((method, path))
-        if resource is None:
-            return Reply(404, f"no endpoint {method} {path}")
-        key = headers.get("x-api-key")
-        if not key:
-            return Reply(401, "API key missing: send it in the x-api-key header")
-        if key not in self.api_keys:
-            return Reply(401, "API key invalid")
-        refusal = self._refusal(self.api_keys.index(key), self._clock(), resource)
-        if refusal is not None:
-            return refusal
-        if resource == "task":
-            return self._task_info(task_id)
-        if resource == "balance":
-            balance = _UNLIMITED_BALANCE if self.credits is None else self.credits
-            return Reply(200, "success", data={"balance": balance})
-        if not is_json:
-            return Reply(422, "request: body must be JSON")
-        return self._create(payload)
-
-    def _refusal(self, key_index: int, now: float, resource: str = "persona") -> Reply | None:
-        """Maintenance, injected faults, random faults and the rate limit, in that order.
-
-        Random faults are the persona endpoint's only; the others apply to ``resource``.
-        """
-        if self._maintenance_until is not None:
-            left = self._maintenance_until - now
-            if left > 0:
-                return Reply(455, MESSAGES[455], retry_after=math.ceil(left))
-            self._maintenance_until = None
-        faults = self._faults[resource]
-        if faults:
-            fault = faults[0]
-            fault.left -= 1
-            if fault.left == 0:
-                faults.popleft()
-            return Reply(fault.code, fault.message, retry_after=fault.retry_after)
-        if resource == "persona" and self._fail_rate and self._random.random() < self._fail_rate:
-            code = self._random.choice(self._fail_codes)
-            seconds = 1 if code in RETRY_AFTER_CODES else None
-            return Reply(code, MESSAGES.get(code, "error"), retry_after=seconds)
-        if self._rate_limit is not None:
-            bucket = self._buckets.setdefault(
-                (key_index, resource), Bucket(float(self._burst), now)
-            )
-            wait = bucket.take(now, self._rate_limit, self._burst)
-            if wait is not None:
-                return Reply(429, MESSAGES[429], retry_after=max(1, math.ceil(wait)))
-        return None
-
-    def _create(self, payload: Any) -> Reply:
-        """Validate the body, then make the persona (or find the one made for the pair)."""
-        try:
-            persona = PersonaRequest.from_dict(payload)
-        except RequestValidationError as exc:
-            return Reply(422, str(exc))
-        if self._check_tasks:
-            task = self._tasks.get(persona.task_id)
-            reason = "task_id not found" if task is None else task.refusal(persona, self._clock())
-            if reason is not None:
-                return Reply(422, reason)
-        pair = (persona.task_id, persona.suno_id)
-        persona_id = self._by_pair.get(pair)
-        if persona_id is None:
-            if self.credits is not None:
-                if self.credits <= 0:
-                    return Reply(402, MESSAGES[402])
-                self.credits -= 1
-            persona_id = self._new_id()
-            self._by_pair[pair] = persona_id
-            self.personas[persona_id] = persona
-        return Reply(200, "success", data={"persona_id": persona_id})
-
-    def _task_info(self, task_id: str | None) -> Reply:
-        if not task_id:
-            return Reply(422, "task_id: is required")
-        task = self._tasks.get(task_id)
-        if task is None:
-            return Reply(404, f"task {task_id} not found")
-        return Reply(200, "success", data=task.info(self._clock()))
-
-    def _new_id(self) -> str:
-        while True:
-            persona_id = f"persona_{secrets.token_hex(8)}"
-            if persona_id not in self.personas:
-                return persona_id
 
 
 def _reason_phrase(status: int) -> str:
