@@ -1,6 +1,6 @@
 """suno-persona: an asyncio client for the crun.ai Suno "Generate a Suno persona" endpoint."""
 
-from suno_persona._client import AsyncPersonaClient, Outcome
+from suno_persona._client import AsyncPersonaClient
 from suno_persona._errors import (
     APIConnectionError,
     APIError,
@@ -16,11 +16,15 @@ from suno_persona._errors import (
     ServerError,
     ServiceUnavailableError,
     SunoPersonaError,
+    TaskFailedError,
+    TaskTimeoutError,
     UnprocessableEntityError,
 )
 from suno_persona._fanout import Completions
 from suno_persona._models import Persona, PersonaRequest
+from suno_persona._persona import Outcome
 from suno_persona._retry import RetryPolicy
+from suno_persona._task import Song, SunoTask, TaskStatus
 from suno_persona._throttle import ThrottlePolicy
 from suno_persona._version import __version__
 
@@ -44,7 +48,12 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "ServiceUnavailableError",
+    "Song",
     "SunoPersonaError",
+    "SunoTask",
+    "TaskFailedError",
+    "TaskStatus",
+    "TaskTimeoutError",
     "ThrottlePolicy",
     "UnprocessableEntityError",
     "__version__",

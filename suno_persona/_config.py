@@ -19,11 +19,14 @@ from suno_persona._errors import SunoPersonaError
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_TASK_TIMEOUT",
     "check_bool",
     "check_event_hooks",
     "check_instance",
     "check_max_concurrency",
+    "check_seconds",
     "check_timeout",
+    "check_wait_for_task",
     "env",
     "resolve_api_key",
     "resolve_base_url",
@@ -106,17 +109,48 @@ def check_timeout(value: object) -> float:
     Raises:
         ValueError: ``value`` is not an int or float (a bool is not), or not finite and > 0.
     """
+    return check_seconds("timeout", value)
+
+
+def check_seconds(name: str, value: object) -> float:
+    """A finite number of seconds > 0, as a float; ``name`` is the argument's, for the message.
+
+    Raises:
+        ValueError: ``value`` is not an int or float (a bool is not), or not finite and > 0.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(  # noqa: TRY004 - the constructor refuses with ValueError only
-            f"timeout must be a number of seconds, not {type(value).__name__}"
+            f"{name} must be a number of seconds, not {type(value).__name__}"
         )
     try:
         seconds = float(value)
     except OverflowError:
         seconds = math.inf
     if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"timeout must be a finite number of seconds > 0, got {value!r}")
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
     return seconds
+
+
+DEFAULT_TASK_TIMEOUT = 900.0
+
+
+def check_wait_for_task(value: object) -> float | None:
+    """``wait_for_task`` as the wait's timeout: ``None`` for no wait (``False``).
+
+    ``True`` is :data:`DEFAULT_TASK_TIMEOUT`; a number is the timeout itself.
+
+    Raises:
+        ValueError: ``value`` is neither a bool nor a finite number of seconds > 0.
+    """
+    if value is True:
+        return DEFAULT_TASK_TIMEOUT
+    if value is False:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return check_seconds("wait_for_task", value)
+    raise ValueError(
+        f"wait_for_task must be True, False or a number of seconds > 0, not {type(value).__name__}"
+    )
 
 
 def check_max_concurrency(value: object) -> int | None:

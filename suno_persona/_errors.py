@@ -7,6 +7,8 @@ The whole tree, in one place::
     ├── APIConnectionError                         could not reach the API, or the connection broke
     │   └── APITimeoutError                        an attempt exceeded its timeout
     ├── InvalidResponseError                       neither a valid success nor an error envelope
+    ├── TaskFailedError                            the music task waited for failed
+    ├── TaskTimeoutError                           the music task did not finish in time
     └── APIError                                   the API answered with an error code
         ├── AuthenticationError        401
         ├── InsufficientCreditsError   402
@@ -25,7 +27,10 @@ to wait before trying again, when known). No error ever holds the API key.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from suno_persona._task import TaskStatus
 
 __all__ = [
     "APIConnectionError",
@@ -42,6 +47,8 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "SunoPersonaError",
+    "TaskFailedError",
+    "TaskTimeoutError",
     "UnprocessableEntityError",
     "error_for_code",
 ]
@@ -154,6 +161,55 @@ class InvalidResponseError(SunoPersonaError):
     ) -> None:
         super().__init__(message, attempts=attempts, retryable=retryable)
         self.http_status = http_status
+
+
+class TaskFailedError(SunoPersonaError):
+    """The music task that was waited for failed, so no persona can be made from it.
+
+    Attributes:
+        task_id: The task's id.
+        code: The code of the task's result, when it gave one.
+        message: The message of the task's result (or a description when it gave none).
+    """
+
+    task_id: str
+    code: int | None
+
+    def __init__(self, task_id: str, *, code: int | None, message: str | None) -> None:
+        text = message or "the task failed without a message"
+        super().__init__(text)
+        self.task_id = task_id
+        self.code = code
+
+    def __str__(self) -> str:
+        code = "" if self.code is None else f" [{self.code}]"
+        return f"task {self.task_id} failed{code}: {self.message}"
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskFailedError(task_id={self.task_id!r}, code={self.code}, message={self.message!r})"
+        )
+
+
+class TaskTimeoutError(SunoPersonaError):
+    """The music task had not finished when the wait for it timed out.
+
+    Attributes:
+        task_id: The task's id.
+        last_status: The task's status at the last poll, ``None`` when no poll answered.
+    """
+
+    task_id: str
+    last_status: TaskStatus | None
+
+    def __init__(self, task_id: str, *, last_status: TaskStatus | None, timeout: float) -> None:
+        status = "no answer yet" if last_status is None else f"last status {last_status.value!r}"
+        super().__init__(f"task {task_id} did not finish within {timeout:g} s ({status})")
+        self.task_id = task_id
+        self.last_status = last_status
+
+    def __repr__(self) -> str:
+        return f"TaskTimeoutError(task_id={self.task_id!r}, last_status={self.last_status})"
 
 
 class APIError(SunoPersonaError):

@@ -2,6 +2,8 @@
 
 ``build_request`` turns a :class:`PersonaRequest` into what to send; ``parse_response`` turns
 what came back, ``(status, headers, body)``, into a :class:`Persona` or the right error.
+``envelope_data`` is the step every endpoint shares: the success envelope's ``data``, or the
+error the reply stands for. The task query and the balance are in ``_queries``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "USER_AGENT",
     "PreparedRequest",
     "build_request",
+    "envelope_data",
     "parse_persona_id",
     "parse_response",
     "parse_retry_after",
@@ -44,7 +47,7 @@ class PreparedRequest:
     method: str
     path: str
     headers: Mapping[str, str] | None = attrs.field(repr=False)
-    body: bytes
+    body: bytes | None
 
     def __repr__(self) -> str:
         return f"PreparedRequest(method={self.method!r}, path={self.path!r}, body={self.body!r})"
@@ -185,6 +188,25 @@ def parse_response(
 
 def parse_persona_id(status: int, headers: Mapping[str, str], body: bytes, *, now: float) -> str:
     """:func:`parse_response` without building the :class:`Persona`: the id alone."""
+    data = envelope_data(status, headers, body, now=now)
+    persona_id = data.get("persona_id") if isinstance(data, dict) else None
+    if not isinstance(persona_id, str) or not persona_id:
+        raise InvalidResponseError(
+            "success reply without a non-empty string data.persona_id", http_status=status
+        )
+    return persona_id
+
+
+def envelope_data(status: int, headers: Mapping[str, str], body: bytes, *, now: float) -> object:
+    """The ``data`` of a success envelope, or raise the error the reply stands for.
+
+    The envelope's integer ``code`` decides when the body is the envelope; otherwise the
+    HTTP status does. An envelope that says 200 under a non-2xx status counts as that status.
+
+    Raises:
+        APIError: The API answered with an error code (a subclass for documented codes).
+        InvalidResponseError: A 2xx reply that is not a success envelope.
+    """
     envelope = _decode_envelope(body)
     is_2xx = 200 <= status < 300  # noqa: PLR2004
     if envelope is None:
@@ -208,13 +230,7 @@ def parse_persona_id(status: int, headers: Mapping[str, str], body: bytes, *, no
             code = status
 
     if code == _OK and envelope is not None:
-        data = envelope.get("data")
-        persona_id = data.get("persona_id") if isinstance(data, dict) else None
-        if not isinstance(persona_id, str) or not persona_id:
-            raise InvalidResponseError(
-                "success reply without a non-empty string data.persona_id", http_status=status
-            )
-        return persona_id
+        return envelope.get("data")
 
     message = envelope.get("message") if envelope is not None else None
     if not isinstance(message, str) or not message:

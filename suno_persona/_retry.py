@@ -28,7 +28,7 @@ from suno_persona._errors import (
     SunoPersonaError,
 )
 
-__all__ = ["RetryBudget", "RetryHooks", "RetryPolicy", "build_retrying"]
+__all__ = ["RetryBudget", "RetryHooks", "RetryPolicy", "build_retrying", "is_retryable"]
 
 logger = logging.getLogger("suno_persona")
 
@@ -100,6 +100,23 @@ class RetryPolicy:
         """Full-jitter exponential backoff after the ``attempt``-th attempt (1-based)."""
         cap = min(self.max_delay, self.initial_delay * 2 ** min(attempt - 1, 62))
         return rng.uniform(0, cap)
+
+
+def is_retryable(policy: RetryPolicy, error: BaseException, *, idempotent: bool) -> bool:
+    """Whether ``policy`` tries ``error`` again, for a call that is safe to repeat or not.
+
+    A call that is safe to repeat (a GET: the task query, the balance) is also retried
+    after any 5xx, a timeout and a broken connection; a call's deadline still ends it.
+    """
+    if not idempotent:
+        return policy.is_retryable(error)
+    if isinstance(error, APITimeoutError) and error.deadline:
+        return False
+    if isinstance(error, APIConnectionError):
+        return True
+    if isinstance(error, APIError) and 500 <= error.code <= 599:  # noqa: PLR2004 - 5xx
+        return True
+    return policy.is_retryable(error)
 
 
 def _retry_after(error: BaseException | None) -> float | None:
@@ -179,6 +196,7 @@ def build_retrying(  # noqa: C901 - one driver, its hooks inline
     paced: bool = False,
     hooks: RetryHooks = RetryHooks(),
     blocked_until: Callable[[], float] = lambda: -math.inf,
+    idempotent: bool = False,
 ) -> tenacity.AsyncRetrying:
     """A fresh tenacity driver for one call under ``policy``.
 
@@ -196,6 +214,7 @@ def build_retrying(  # noqa: C901 - one driver, its hooks inline
         hooks: Told of each retry scheduled and each one the budget refused.
         blocked_until: Until when the shared gate holds every send back: a retry that
             could not be sent before the deadline is not scheduled at all.
+        idempotent: The call is safe to repeat (see :func:`is_retryable`).
     """
 
     def should_retry(state: tenacity.RetryCallState) -> bool:
@@ -203,7 +222,7 @@ def build_retrying(  # noqa: C901 - one driver, its hooks inline
         if outcome is None or not outcome.failed:
             return False
         error = outcome.exception()
-        if error is None or not policy.is_retryable(error):
+        if error is None or not is_retryable(policy, error, idempotent=idempotent):
             return False
         retry_after = _retry_after(error)
         if retry_after is not None and retry_after > policy.max_delay:

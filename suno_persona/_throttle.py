@@ -243,10 +243,18 @@ class LocalState:
         policy: The throttle policy.
         max_pause: The longest pause or probe wait a ``Retry-After`` may set.
         emit: Called with each event (rate changed, pause started, breaker opened/closed).
+        breaker_of: Another state whose maintenance breaker this one shares (another
+            resource of the same API: a 455 means the whole service is down), keeping its
+            own rate and pause. Every send through this state is then decided.
     """
 
     def __init__(
-        self, policy: ThrottlePolicy, *, max_pause: float, emit: Callable[[object], None]
+        self,
+        policy: ThrottlePolicy,
+        *,
+        max_pause: float,
+        emit: Callable[[object], None],
+        breaker_of: LocalState | None = None,
     ) -> None:
         self._emit = emit
         self._max_pause = max_pause
@@ -272,6 +280,14 @@ class LocalState:
         self.go_from = -math.inf
         """From when a send may go without :meth:`decide`: no maintenance, no learned rate
         to pace by, and the pause (if any) over. ``inf`` while every send must be decided."""
+        self._sharers: list[LocalState] = []
+        # A borrowed breaker may open through the other state: no send goes undecided.
+        self._borrowed = breaker_of is not None
+        if breaker_of is not None:
+            self._breaker = breaker_of._breaker  # noqa: SLF001 - same class
+            self._sharers.append(breaker_of)
+            breaker_of._sharers.append(self)  # noqa: SLF001 - same class
+            self.go_from = math.inf
 
     @property
     def breaker_open(self) -> bool:
@@ -336,13 +352,20 @@ class LocalState:
             return False
         changed = self._report(answer, retry_after, now=now, sent_at=sent_at, probe=probe)
         self._refresh()
+        for sharer in self._sharers:
+            sharer._refresh()  # noqa: SLF001 - same class
         return changed
 
     def _refresh(self) -> None:
         """Recompute :attr:`go_from` after anything but a plain success."""
         rate = self._rate
         plain = not self._breaker.is_open and (rate is None or not rate.known)
-        self.go_from = self._paused_until if plain else math.inf
+        self.go_from = self._paused_until if plain and not self._borrowed else math.inf
+
+    def _rates(self) -> list[AdaptiveRate]:
+        """The rates the breaker holds while open: this state's and its sharers'."""
+        states = [self, *self._sharers]
+        return [state._rate for state in states if state._rate is not None]  # noqa: SLF001
 
     def _report(
         self, answer: Answer, retry_after: float | None, *, now: float, sent_at: float, probe: bool
@@ -351,8 +374,8 @@ class LocalState:
         adopted = retry_after if retry_after is not None and retry_after <= cap else None
         if answer is Answer.MAINTENANCE:
             if self._breaker.maintenance(now, adopted, probe=probe):
-                if self._rate is not None:
-                    self._rate.freeze(now)
+                for rate in self._rates():
+                    rate.freeze(now)
                 self._emit(BreakerOpened(next_probe_in=self._breaker.next_probe_at - now))
             if adopted is not None:
                 self._emit(PauseStarted(seconds=adopted, code=455))
@@ -362,8 +385,8 @@ class LocalState:
             return probe
         open_for = self._breaker.answered(now, probe=probe)
         if open_for is not None:
-            if self._rate is not None:
-                self._rate.thaw(now)
+            for rate in self._rates():
+                rate.thaw(now)
             self._emit(BreakerClosed(open_for=open_for))
         if answer is Answer.ACCEPTED:
             self._pause_level = 0
@@ -528,6 +551,9 @@ class Throttle:
         sleep: Awaited for every timed wait.
         emit: Called with each event of the shared state.
         state: The shared state; by default a :class:`LocalState`.
+        in_flight_of: Another gate whose places in flight this one takes (another resource
+            of the same client: one cap on requests in flight for both); it then ignores
+            ``max_concurrency``, and is rebound after that gate.
     """
 
     def __init__(
@@ -540,8 +566,14 @@ class Throttle:
         sleep: Callable[[float], Awaitable[None]],
         emit: Callable[[object], None] = lambda _event: None,
         state: ThrottleState | None = None,
+        in_flight_of: Throttle | None = None,
     ) -> None:
         self.policy = policy
+        self._in_flight_of = in_flight_of
+        self._in_flight: _Slots | None = None
+        self._linked: list[Throttle] = []
+        if in_flight_of is not None:
+            in_flight_of._linked.append(self)  # noqa: SLF001 - same class
         self.clock = clock
         self._sleep = sleep
         self._max_concurrency = max_concurrency
@@ -557,7 +589,10 @@ class Throttle:
 
     def rebind(self) -> None:
         """Forget everything bound to an event loop: the next use binds to the running one."""
-        self._in_flight = _Slots(self._max_concurrency) if self._max_concurrency else None
+        if self._in_flight_of is not None:
+            self._in_flight = self._in_flight_of._in_flight  # noqa: SLF001 - same class
+        else:
+            self._in_flight = _Slots(self._max_concurrency) if self._max_concurrency else None
         policy = self.policy
         self._window = policy.initial_window if policy is not None else None
         # With a shared store, one request goes first: its script call says how many
@@ -612,10 +647,15 @@ class Throttle:
             self.state.register()
 
     def notify(self) -> None:
-        """Wake the calls waiting for a probe's answer, so each looks at the state again."""
-        changed, self._changed = self._changed, None
-        if changed is not None and not changed.done():
-            changed.set_result(None)
+        """Wake the calls waiting for a probe's answer, so each looks at the state again.
+
+        Those of a linked gate too (see ``in_flight_of``): they may share a breaker.
+        """
+        gates = (self, *self._linked, *filter(None, (self._in_flight_of,)))
+        for gate in gates:
+            changed, gate._changed = gate._changed, None  # noqa: SLF001 - same class
+            if changed is not None and not changed.done():
+                changed.set_result(None)
 
     def answered(self, now: float, *, accepted: bool) -> None:
         """An answer came back: the slow start grows with answers (one more per success)."""

@@ -35,6 +35,7 @@ from suno_persona._cli._console import (
     Progress,
     Secrets,
     Tally,
+    print_error,
     progress,
     shows_progress,
     summary,
@@ -42,6 +43,7 @@ from suno_persona._cli._console import (
 )
 from suno_persona._cli._pipe import Item, read_off_the_loop
 from suno_persona._cli._records import Finished, Format, Parsed, Record
+from suno_persona._cli._tasks import seed_from_file
 
 __all__ = ["run_batch"]
 
@@ -202,8 +204,11 @@ async def _send(  # noqa: PLR0917 - private, called from one place
     tally: Tally,
     secrets: Secrets,
     shown: Progress,
+    wait_for_tasks: bool,
 ) -> None:
-    results = client.generate_as_completed(requests, concurrency=concurrency)
+    results = client.generate_as_completed(
+        requests, concurrency=concurrency, wait_for_task=wait_for_tasks
+    )
     async with results:
         async for index, outcome in results:
             number = pending.pop(index)
@@ -235,7 +240,17 @@ async def run_batch(args: argparse.Namespace, secrets: Secrets, logs: Logs) -> i
             requests = _requests(_parse(stream, form, stack), router)
         else:  # a pipe or a terminal: waiting for its next line must not stop the loop
             requests = _requests_from(read_off_the_loop(stream.fileno(), form), router)
-        async with open_client(reach, event_hooks=[logs.retries]) as client:
+        seeds = seed_from_file(source, form) if reach.emulate and source != STDIO else None
+        async with open_client(
+            reach,
+            event_hooks=[logs.retries],
+            tasks=seeds,
+            task_poll_interval=args.poll_interval,
+            check_tasks=args.wait_for_tasks,
+        ) as client:
+            if args.check_balance and await client.get_balance() <= 0:
+                print_error("the account's balance is 0 credits: nothing was sent")
+                return EXIT_FAILED
             with progress(tally, logs.retries) as shown:
                 logs.retries.changed = shown.update
                 try:
@@ -249,6 +264,7 @@ async def run_batch(args: argparse.Namespace, secrets: Secrets, logs: Logs) -> i
                             tally,
                             secrets,
                             shown,
+                            args.wait_for_tasks,
                         )
                     )
                 except _OutputClosed:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -34,6 +34,8 @@ EMULATOR_KEY: Final = "sk-test"
 EMULATE_LATENCY: Final = 0.05
 EMULATE_RATE_LIMIT: Final = 10.0
 EMULATE_BURST: Final = 5
+# --emulate: the tasks it seeds are pending, then running, for this long each.
+EMULATED_TASK: Final = 0.5
 
 
 class UsageError(Exception):
@@ -87,9 +89,19 @@ def connection(args: argparse.Namespace, secrets: Secrets) -> Connection:
 
 @contextlib.asynccontextmanager
 async def open_client(
-    connection: Connection, *, event_hooks: Iterable[Callable[[Event], object]] = ()
+    connection: Connection,
+    *,
+    event_hooks: Iterable[Callable[[Event], object]] = (),
+    tasks: Mapping[str, Mapping[str, float | None]] | None = None,
+    task_poll_interval: float = 15.0,
+    check_tasks: bool = False,
 ) -> AsyncIterator[AsyncPersonaClient]:
-    """The client, and with ``--emulate`` the in-process emulator it sends to."""
+    """The client, and with ``--emulate`` the in-process emulator it sends to.
+
+    With ``--emulate`` the emulator holds ``tasks`` (task id -> its songs' durations), each
+    pending then running for :data:`EMULATED_TASK` seconds, and with ``check_tasks`` checks
+    each persona request against them.
+    """
     async with contextlib.AsyncExitStack() as stack:
         base_url = connection.base_url
         if connection.emulate:
@@ -100,7 +112,10 @@ async def open_client(
                 latency=EMULATE_LATENCY,
                 rate_limit=EMULATE_RATE_LIMIT,
                 burst=EMULATE_BURST,
+                check_tasks=check_tasks,
             )
+            for task_id, songs in (tasks or {}).items():
+                emulator.add_task(task_id, songs, pending=EMULATED_TASK, running=EMULATED_TASK)
             await stack.enter_async_context(emulator)
             base_url = emulator.base_url
         retry = RetryPolicy(max_attempts=connection.max_attempts or RetryPolicy().max_attempts)
@@ -113,6 +128,7 @@ async def open_client(
                 allow_insecure_http=connection.allow_insecure_http,
                 throttle_store=connection.throttle_store,
                 event_hooks=event_hooks,
+                task_poll_interval=task_poll_interval,
             )
         except SunoPersonaError as error:
             raise UsageError(_insecure_hint(str(error))) from None

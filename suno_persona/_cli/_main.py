@@ -27,6 +27,7 @@ from suno_persona._cli._connect import (
     until_signal,
 )
 from suno_persona._cli._console import Logs, Secrets, describe, print_error, write
+from suno_persona._cli._tasks import add_batch_options, add_commands
 
 __all__ = ["main"]
 
@@ -75,7 +76,10 @@ async def _run_batch(args: argparse.Namespace, secrets: Secrets, logs: Logs) -> 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Create Suno personas through the crun.ai API, or run a local emulator.",
+        description=(
+            "Create Suno personas through the crun.ai API, query their music tasks and the "
+            "account's balance, or run a local emulator."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -128,8 +132,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="requests in flight at most (default: 8)",
     )
+    add_batch_options(batch, _positive_float)
     batch.set_defaults(run=_run_batch)
 
+    add_commands(commands, shared, poll_interval=_positive_float, wait_timeout=_positive_float)
     _emulator_parser(commands)
     return parser
 

@@ -8,6 +8,8 @@ cancelled.
 
 from __future__ import annotations
 
-from suno_persona.testing._emulator import PersonaEmulator, RecordedRequest, serve
+from suno_persona.testing._answers import RecordedRequest
+from suno_persona.testing._emulator import PersonaEmulator
+from suno_persona.testing._serve import serve
 
 __all__ = ["PersonaEmulator", "RecordedRequest", "serve"]
