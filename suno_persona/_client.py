@@ -45,6 +45,7 @@ from suno_persona._fanout import (
     gather_in_order,
 )
 from suno_persona._models import Persona, PersonaRequest
+from suno_persona._quota import Quota, parse_quota
 from suno_persona._retry import RetryBudget, RetryHooks, RetryPolicy, build_retrying
 from suno_persona._throttle import Answer, GateClosed, Pass, Throttle, ThrottlePolicy
 from suno_persona.events import (
@@ -89,7 +90,17 @@ _CALL_IDS = itertools.count(1)  # next() on it is atomic: ids are unique in the 
 class _Call:
     """One call's bookkeeping: what it sends, by when, and how many times it did."""
 
-    __slots__ = ("call_id", "deadline", "prepared", "request", "sent", "spent", "started", "url")
+    __slots__ = (
+        "call_id",
+        "deadline",
+        "prepared",
+        "quota",
+        "request",
+        "sent",
+        "spent",
+        "started",
+        "url",
+    )
 
     def __init__(
         self,
@@ -107,6 +118,8 @@ class _Call:
         self.call_id = 0
         self.sent = 0
         self.spent = 0
+        self.quota: Quota | None = None
+        """What the last reply announced of the limit (RateLimit headers), if anything."""
 
 
 class AsyncPersonaClient:
@@ -619,7 +632,7 @@ class AsyncPersonaClient:
             failure.retryable = self._retry.is_retryable(failure)
             raise
         else:
-            throttle.leave_accepted(passage)
+            throttle.leave_accepted(passage, call.quota)
             if self._budget is not None:
                 self._budget.succeeded()
             if self._hooks:
@@ -635,7 +648,8 @@ class AsyncPersonaClient:
     ) -> None:
         _redact(error, self._api_key)
         _detach(error)
-        passage.report(*_answer_of(error))
+        answer, retry_after = _answer_of(error)
+        passage.report(answer, retry_after, call.quota)
         if self._hooks:
             status = getattr(error, "http_status", None)
             self._attempt_finished(call, number, started, status, error)
@@ -674,7 +688,9 @@ class AsyncPersonaClient:
             if not self.closed or _cancelling():
                 raise
             raise SunoPersonaError("the client was closed while the call was in flight") from None
-        persona_id = _protocol.parse_persona_id(status, headers, body, now=time.time())
+        wall = time.time()
+        call.quota = parse_quota(headers, now=wall)
+        persona_id = _protocol.parse_persona_id(status, headers, body, now=wall)
         return status, persona_id
 
     def _open_session(self) -> aiohttp.ClientSession | None:
