@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from suno_persona import _store
 from suno_persona._retry import RetryBudget
-from suno_persona._throttle import LocalState, Throttle, ThrottlePolicy
+from suno_persona._throttle import LocalState, Throttle, ThrottlePolicy, local_state
 
 if TYPE_CHECKING:
     from suno_persona.redis import RedisThrottleStore
@@ -87,7 +87,7 @@ def resource_gate(
     state = None
     if policy is not None:
         local = primary.state if isinstance(primary.state, LocalState) else None
-        state = LocalState(policy, max_pause=max_pause, emit=emit, breaker_of=local)
+        state = local_state(policy, max_pause=max_pause, emit=emit, breaker_of=local)
     return Throttle(
         policy,
         max_concurrency=None,

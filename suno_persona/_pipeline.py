@@ -30,6 +30,7 @@ from suno_persona._errors import (
     SunoPersonaError,
 )
 from suno_persona._models import Persona, PersonaRequest
+from suno_persona._quota import Quota, parse_quota
 from suno_persona._retry import (
     RetryBudget,
     RetryHooks,
@@ -81,6 +82,7 @@ class Call(Generic[T]):
         "idempotent",
         "parse",
         "prepared",
+        "quota",
         "request",
         "sent",
         "spent",
@@ -112,6 +114,8 @@ class Call(Generic[T]):
         self.call_id = 0
         self.sent = 0
         self.spent = 0
+        self.quota: Quota | None = None
+        """What the last reply announced of the limit (RateLimit headers), if anything."""
 
 
 class CallPipeline:
@@ -300,7 +304,7 @@ class CallPipeline:
             failure.retryable = is_retryable(self._retry, failure, idempotent=call.idempotent)
             raise
         else:
-            throttle.leave_accepted(passage)
+            throttle.leave_accepted(passage, call.quota)
             if self._budget is not None:
                 self._budget.succeeded()
             if self._hooks:
@@ -316,7 +320,8 @@ class CallPipeline:
     ) -> None:
         _redact(error, self._api_key)
         detach(error)
-        passage.report(*_answer_of(error))
+        answer, retry_after = _answer_of(error)
+        passage.report(answer, retry_after, call.quota)
         if self._hooks:
             status = getattr(error, "http_status", None)
             self._attempt_finished(call, number, started, status, error)
@@ -357,7 +362,9 @@ class CallPipeline:
             if not self._closed or _cancelling():
                 raise
             raise SunoPersonaError("the client was closed while the call was in flight") from None
-        return status, call.parse(status, headers, body, now=time.time())
+        wall = time.time()
+        call.quota = parse_quota(headers, now=wall)
+        return status, call.parse(status, headers, body, now=wall)
 
 
 def _cancelling() -> bool:

@@ -33,11 +33,13 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
+from suno_persona._quota import Quota
 from suno_persona._throttle import (
     Answer,
     Decision,
     LocalState,
     ThrottlePolicy,
+    local_state,
 )
 from suno_persona.events import BreakerClosed, BreakerOpened, PauseStarted, RateChanged
 from suno_persona.redis import RedisThrottleStore
@@ -194,10 +196,28 @@ class RedisState:
             self._spawn(self._flush())
 
     def report(
-        self, answer: Answer, retry_after: float | None, *, now: float, sent_at: float, probe: bool
+        self,
+        answer: Answer,
+        retry_after: float | None,
+        *,
+        now: float,
+        sent_at: float,
+        probe: bool,
+        in_flight: int = 1,
+        seq: int = 0,
+        quota: Quota | None = None,
     ) -> bool:
         if self.local is not None:
-            return self.local.report(answer, retry_after, now=now, sent_at=sent_at, probe=probe)
+            return self.local.report(
+                answer,
+                retry_after,
+                now=now,
+                sent_at=sent_at,
+                probe=probe,
+                in_flight=in_flight,
+                seq=seq,
+                quota=quota,
+            )
         token = self._probe_token if probe else ""
         if len(self._queue) >= _MAX_QUEUED:
             del self._queue[0]
@@ -352,7 +372,7 @@ class RedisState:
             self.store,
             error,
         )
-        local = LocalState(self._policy, max_pause=self._max_pause, emit=self._emit)
+        local = local_state(self._policy, max_pause=self._max_pause, emit=self._emit)
         if self._rate is not None:
             local.seed(self._rate / self.live, now)
         self.local = local

@@ -13,11 +13,11 @@ import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import attrs
 import tenacity
 
+from suno_persona import _validators
 from suno_persona._errors import (
     APIConnectionError,
     APIError,
@@ -31,23 +31,6 @@ from suno_persona._errors import (
 __all__ = ["RetryBudget", "RetryHooks", "RetryPolicy", "build_retrying", "is_retryable"]
 
 logger = logging.getLogger("suno_persona")
-
-
-def _seconds(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is None and attribute.name == "deadline":
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise ValueError(f"{attribute.name} must be a finite number of seconds >= 0, got {value!r}")
-
-
-def _at_least_one(_inst: object, _attribute: attrs.Attribute[Any], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_attempts must be an int >= 1, got {value!r}")
-
-
-def _boolean(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{attribute.name} must be True or False, got {value!r}")  # noqa: TRY004 - the constructor raises ValueError
 
 
 @attrs.frozen(kw_only=True)
@@ -72,11 +55,13 @@ class RetryPolicy:
             persona if the first attempt did reach the server).
     """
 
-    max_attempts: int = attrs.field(default=5, validator=_at_least_one)
-    initial_delay: float = attrs.field(default=0.5, validator=_seconds)
-    max_delay: float = attrs.field(default=30.0, validator=_seconds)
-    deadline: float | None = attrs.field(default=None, validator=_seconds)
-    retry_server_errors: bool = attrs.field(default=False, validator=_boolean)
+    max_attempts: int = attrs.field(default=5, validator=_validators.count(1))
+    initial_delay: float = attrs.field(default=0.5, validator=_validators.seconds)
+    max_delay: float = attrs.field(default=30.0, validator=_validators.seconds)
+    deadline: float | None = attrs.field(
+        default=None, validator=_validators.optional(_validators.seconds)
+    )
+    retry_server_errors: bool = attrs.field(default=False, validator=_validators.boolean)
 
     def __attrs_post_init__(self) -> None:
         if self.initial_delay > self.max_delay:
@@ -209,8 +194,10 @@ def build_retrying(  # noqa: C901 - one driver, its hooks inline
         budget: The retry budget, spent only once a retry is certain to be scheduled
             (after every other check passed); an empty one ends the call.
         paced: A shared gate paces the retries and decides what a ``Retry-After`` means
-            for them (see the throttle), so the call's own wait is its backoff alone;
-            without one the call waits at least the ``Retry-After``.
+            for them (see the throttle), so the call's own wait after a 429 is the first
+            backoff alone, however many attempts it made (the gate does the waiting), and
+            after a 455 its backoff; without one the call waits at least the
+            ``Retry-After``.
         hooks: Told of each retry scheduled and each one the budget refused.
         blocked_until: Until when the shared gate holds every send back: a retry that
             could not be sent before the deadline is not scheduled at all.
@@ -230,8 +217,13 @@ def build_retrying(  # noqa: C901 - one driver, its hooks inline
         return state.attempt_number < policy.max_attempts
 
     def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if paced and isinstance(error, RateLimitError):
+            # The gate paces every send of the client (and holds them through a spent
+            # window): a longer wait of this call's own would only leave its turn unused.
+            return policy.backoff(1, rng)
         delay = policy.backoff(state.attempt_number, rng)
-        retry_after = _retry_after(state.outcome.exception() if state.outcome else None)
+        retry_after = _retry_after(error)
         if retry_after is None or paced:
             return delay
         return max(delay, retry_after)

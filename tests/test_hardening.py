@@ -463,19 +463,21 @@ async def test_deadline_bounds_the_wait_for_a_place_in_flight():
 
 
 async def test_deadline_bounds_the_wait_for_the_learned_rate(server, fake_time):
-    """Once 429s taught the gate a rate, a retry whose token would come after the deadline
-    fails at once as unsent instead of waiting."""
+    """Once the gate paces at a learned rate, a retry whose slot would come after the
+    deadline fails at once as unsent instead of waiting."""
     policy = sp.RetryPolicy(deadline=0.1, initial_delay=0.001, max_delay=0.002)
     client = client_for(server.base_url, retry=policy)
     client._clock, client._sleep = fake_time.clock, fake_time.sleep
     async with client:
         await client.generate_persona(**FIELDS)
+        client._throttle.state.seed(2.0, fake_time.now)  # one send every 0.5 s
         server.script += [(429, {"code": 429, "message": "slow down"})] * 2
         error = await outcome(client)
     assert client._throttle.rate is not None
     assert isinstance(error, sp.APITimeoutError)
     assert error.sent is False
     assert error.attempts == 2
+    assert error.retry_after is not None
     assert len(server.seen) == 3
     assert sum(fake_time.sleeps) < policy.deadline
 

@@ -1,0 +1,468 @@
+"""The model of the API's limit: what it demonstrably accepts, and what explains its 429s.
+
+Synchronous and clock-free (every method takes ``now``), fed one answer at a time. Answers
+are *accepted* (any answer but 429) or *refused* (429); each comes with when its request was
+sent and how many requests were then in flight. The model keeps four explanations apart:
+
+* **Noise.** A share of requests refused whatever the rate (a flaky gateway, random load
+  shedding). Refusals lower the pace only when they *respond to the send rate*: when 429s
+  show up, the pace drops for one short **test** to just below what the API was accepting;
+  if the refused share then falls, there is a limit, else the share is noise, remembered as
+  the floor later answers are judged against, and the pace goes back to what it was.
+* **A rate limit.** Its estimate is the **delivery rate**: what the API accepted per second
+  while it was refusing (the median over the short buckets of the last interval that held
+  a 429), so a start-up burst, refilled while the client was slow, is not mistaken for it.
+  Sends are paced at the estimate. Once every ``cycle`` phases (a quarter interval each) the
+  pace **probes** 25% above it, then drains 20% below; a probe that the callers filled and
+  the API accepted raises the estimate; one refused makes the next probe come half as often.
+* **A cap on requests in flight.** When the 429s of the last interval fell on requests sent
+  with more in flight than any accepted one had (nginx's ``limit_conn``), the model learns
+  that cap instead of a rate, and tries one more in flight now and then.
+* **A spent window.** Several refusals in a row and nothing accepted for a few send
+  intervals: a window or quota is used up (or the limiter counts its own denials, and more
+  sends only keep it shut). The state then holds every send: until the ``Retry-After`` when
+  there is one, else behind single probes (see ``_state``).
+
+Memory is O(1) in requests: answers are counted in a ring of time buckets covering one
+interval, and in running tallies of the current test or probe.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+__all__ = ["LimitModel", "RateChange"]
+
+_BUCKETS = 10
+_MIN_REFUSED = 3
+_MARGIN = 0.05  # refused share above the noise floor that calls for a test
+_TEST_GAIN = 0.9
+_TEST_ANSWERS = 16
+_TEST_ACCEPTED = 5
+_HELD = 0.9  # a test sent at least this share of its pace: the pace held the callers back
+_CLEAR = 0.5  # a refused share this high is a limit's (noise that heavy is an outage)
+_PROBE_GAIN = 1.25
+_DRAIN_GAIN = 0.8
+_CRUISE_GAIN = 0.98
+_GAIN_MAX = 5.0
+_CYCLE_MIN = 8
+_CYCLE_MAX = 32
+_PROBE_FILLED = 1.12  # the callers sent at least this much above the pace during a probe
+_SPENT_IN_A_ROW = 4
+_RARE = 1e-4
+_SPENT_INTERVALS = 3  # nothing accepted for this many send intervals of the estimate
+_CAP_LEVELS = 512
+
+
+def _spread(share: float, answers: int) -> float:
+    """The standard deviation of a refused share measured over ``answers``."""
+    return math.sqrt(max(share * (1 - share), 0.01) / max(1, answers))
+
+
+@attrs.frozen
+class RateChange:
+    """The learned rate moved.
+
+    Attributes:
+        old: The rate before, in requests per second (``None``: unlimited).
+        new: The rate after (``None``: unlimited).
+        reason: Why, in words: ``"429s"`` (a limit found), ``"probe"`` (more was accepted),
+            ``"random refusals"`` (the 429s did not respond to the rate), ``"headers"``.
+    """
+
+    old: float | None
+    new: float | None
+    reason: str
+
+
+class _Tally:
+    """Answers to the requests sent since ``since``."""
+
+    __slots__ = ("accepted", "refused", "sent", "since")
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.sent = 0
+        self.accepted = 0
+        self.refused = 0
+
+    @property
+    def answers(self) -> int:
+        return self.accepted + self.refused
+
+    def share(self) -> float:
+        return self.refused / self.answers if self.answers else 0.0
+
+
+class LimitModel:
+    """See the module docstring.
+
+    Args:
+        interval: Seconds over which answers are judged (``ThrottlePolicy.measure_interval``).
+        min_rate: Floor of the pace, in requests per second.
+    """
+
+    def __init__(self, *, interval: float, min_rate: float) -> None:
+        self._interval = interval
+        self._min_rate = min_rate
+        self._span = interval / _BUCKETS
+        self._accepted = [0] * _BUCKETS
+        self._refused = [0] * _BUCKETS
+        self._stamps = [-1] * _BUCKETS
+        self._first = math.inf  # the first answer
+        self.estimate: float | None = None
+        """What the API demonstrably accepts, in requests per second (``None``: no limit)."""
+        self.noise = 0.0
+        """The share of requests refused whatever the rate."""
+        self.cap: int | None = None
+        """The learned cap on requests in flight (``None``: none)."""
+        self.burst = 0
+        """Sends a learned window lets go at once, at its reset (0: the usual pacing)."""
+        self._since_spent = 0
+        self._accepted_total = 0
+        self.changes = 0
+        """How many times the pace was lowered: a slot reserved before is stale."""
+        self._test: _Tally | None = None
+        self._test_from: float | None = None  # the estimate to go back to if noise
+        self._test_share: float | None = None
+        self._test_accepted = 0.0
+        self._candidate = 0.0
+        self._judged = _Tally(math.inf)  # answers since the last decision (or the first)
+        self._cycle = _CYCLE_MIN
+        self._probe_gain = _PROBE_GAIN
+        self._probe = _Tally(math.inf)
+        self._probe_end = math.inf
+        self._in_a_row = 0
+        self._last_accepted = -math.inf
+        self._levels_accepted = [0] * _CAP_LEVELS
+        self._levels_refused = [0] * _CAP_LEVELS
+        self._cap_trial_at = math.inf
+
+    # --- what the gate asks -----------------------------------------------------------
+
+    @property
+    def testing_from(self) -> float | None:
+        """When the test under way began (``None``: no test)."""
+        return None if self._test is None else self._test.since
+
+    @property
+    def known(self) -> bool:
+        """Whether sends are paced (a limit, or a test of one, is in force)."""
+        return self.estimate is not None or self._test is not None
+
+    def pace(self, now: float) -> float | None:
+        """Sends per second at ``now`` (probe and drain phases included); ``None``: unpaced."""
+        if self._test is not None:
+            return max(self._min_rate, self._candidate * _TEST_GAIN)
+        estimate = self.estimate
+        if estimate is None:
+            return None
+        return max(self._min_rate, estimate * self._gain(now))
+
+    def spent(self, now: float) -> bool:
+        """Whether the answers say a window is used up (refused in a row, nothing accepted)."""
+        if self._in_a_row and now - self._last_accepted >= self._interval:
+            return True  # nothing accepted for an interval: nothing says otherwise
+        if self._in_a_row < self._run_of_noise():
+            return False
+        rate = self.estimate if self.estimate is not None else self._accepted_rate(now)
+        quiet = _SPENT_INTERVALS / rate if rate > 0 else 0.0
+        return now - self._last_accepted >= min(quiet, self._interval)
+
+    def window_spent(self, now: float, retry_after: float) -> RateChange | None:
+        """A window was used up and resets in ``retry_after`` seconds: pace to its quota.
+
+        The quota is what the API accepted since the last window was spent (or since the
+        start); the window is taken to be at least as long as the wait. A long window (a
+        quota of minutes) is sent as a burst at its reset, then paced; a short one is paced
+        evenly, which is what sliding windows and limiters counting their denials need.
+        """
+        old = self.pace(now)
+        window = max(retry_after, self._interval)
+        quota = self._since_spent
+        self._since_spent = 0
+        self._test = None
+        self._settle(now)
+        if quota <= 0:
+            return None
+        self.estimate = max(self._min_rate, quota / window)
+        self.burst = quota if window >= 2 * self._interval else 0
+        self.changes += 1
+        self._restart_cycle(now + retry_after)
+        return RateChange(old, self.estimate, "429s")
+
+    def _run_of_noise(self) -> int:
+        """Refusals in a row that the noise would give less than once in 10,000 sends."""
+        if self.noise <= _MARGIN:
+            return _SPENT_IN_A_ROW
+        return max(_SPENT_IN_A_ROW, math.ceil(math.log(_RARE) / math.log(self.noise)))
+
+    def sent(self, now: float) -> None:
+        """A request was let through at ``now``."""
+        if self._test is not None:
+            self._test.sent += 1
+        if self._probe.since <= now < self._probe_end:
+            self._probe.sent += 1
+
+    def seed(self, rate: float, now: float) -> None:
+        """Start from ``rate`` learned elsewhere (a shared store that stopped answering)."""
+        self.estimate = max(self._min_rate, rate)
+        self._test = None
+        self._restart_cycle(now)
+        self.changes += 1
+
+    # --- what the answers say -----------------------------------------------------------
+
+    def accepted(self, now: float, sent_at: float, in_flight: int) -> RateChange | None:
+        """The API processed a request sent at ``sent_at`` with ``in_flight`` in flight."""
+        self._count(now, refused=False)
+        self._since_spent += 1
+        self._accepted_total += 1
+        self._in_a_row = 0
+        self._last_accepted = now
+        self._levels_accepted[min(in_flight, _CAP_LEVELS - 1)] += 1
+        return self._tally(now, sent_at, refused=False)
+
+    def refused(self, now: float, sent_at: float, in_flight: int) -> RateChange | None:
+        """The API refused (429) a request sent at ``sent_at`` with ``in_flight`` in flight."""
+        self._count(now, refused=True)
+        self._in_a_row += 1
+        self._levels_refused[min(in_flight, _CAP_LEVELS - 1)] += 1
+        if self.cap is not None and in_flight <= self.cap:
+            self.cap = max(1, in_flight - 1)  # refused within the cap: the server's is lower
+        return self._tally(now, sent_at, refused=True)
+
+    def _tally(self, now: float, sent_at: float, *, refused: bool) -> RateChange | None:
+        if self._judged.since == math.inf:
+            self._judged = _Tally(sent_at)
+        for tally in (self._judged, self._test, self._probe):
+            if tally is not None and sent_at > tally.since and (
+                tally is not self._probe or sent_at < self._probe_end
+            ):
+                if refused:
+                    tally.refused += 1
+                else:
+                    tally.accepted += 1
+        if self._test is not None:
+            return self._conclude_test(now)
+        change = self._judge_probe(now)
+        if change is not None:
+            return change
+        self._trial_cap(now)
+        judged = self._judged
+        if refused and judged.refused >= _MIN_REFUSED:
+            share = judged.share()
+            overwhelming = judged.refused >= _TEST_ANSWERS / 2 and share >= _CLEAR
+            above = share - self.noise > max(_MARGIN, 3 * _spread(share, judged.answers))
+            if above and (overwhelming or now - judged.since >= self._interval / 4):
+                return self._start_test(now, share)
+        return None
+
+    # --- a test: do the refusals respond to the rate? ----------------------------------
+
+    def _start_test(self, now: float, share: float) -> RateChange | None:
+        candidate = self._delivery_rate(now)
+        young = now - self._first
+        if young < self._interval:
+            # The first refusals: what was accepted so far, over no less than a fifth of
+            # an interval (a burst at the start says little of a rate). Too low a guess
+            # is raised by the test itself, while its pace holds the callers back.
+            candidate = self._accepted_total / max(young, self._interval / 5)
+        if candidate <= 0:
+            return None  # nothing accepted: a spent window, not a rate (see spent())
+        cap = self._cap_signature()
+        if cap is not None:
+            self.cap = cap
+            self._cap_trial_at = now + 4 * self._interval
+            self._judged = _Tally(now)
+            self._forget_levels()
+            return None
+        old = self.estimate
+        self._test_from = old
+        self._test_share = None
+        self._candidate = candidate if old is None else min(candidate, old)
+        self._test = _Tally(now)
+        self.changes += 1
+        return RateChange(old, self.pace(now), "429s")
+
+    def _conclude_test(self, now: float) -> RateChange | None:
+        """Clean at the lower pace: a limit. Refused as before although it sent less: noise.
+
+        A test paces just below what the API accepted. If its requests are no more refused
+        than the noise, the limit is found. If they are still refused, the pace was above
+        it, or the refusals are noise. A limit accepts as much as before whatever is sent,
+        so the refused share it predicts is ``1 - accepted before / sent now``; noise refuses
+        the same share as before. The nearer prediction wins: a limit means another test
+        just below what this one accepted, noise ends the tests.
+        """
+        test = self._test
+        assert test is not None  # noqa: S101 - only called during a test
+        elapsed = now - test.since
+        if test.accepted == 0 or (test.answers < _TEST_ANSWERS and elapsed < 2 * self._interval):
+            return None  # too few answers yet (or nothing accepted: a window is spent)
+        share = test.share()
+        old = self.pace(now) or 0.0
+        sent_rate = test.sent / max(elapsed, 1e-9)
+        held_back = self._test_share is None and sent_rate >= _HELD * old and test.refused == 0
+        if share < _CLEAR and elapsed < self._interval / 4 and not held_back:
+            return None
+        spread = _spread(share, test.answers)
+        accepted_rate = test.accepted / elapsed
+        if test.accepted < _TEST_ACCEPTED and elapsed < 2 * self._interval:
+            return None  # too few accepted to measure what the API takes
+        if held_back:
+            # Nothing refused, and the callers wanted more: the limit may be higher still.
+            self._candidate *= 2
+            self._test = _Tally(now)
+            return RateChange(old, self.pace(now), "429s")
+        if share <= self.noise + _MARGIN:
+            self._test = None
+            self._settle(now)
+            self.estimate = self._candidate
+            self._restart_cycle(now)
+            return RateChange(old, self.estimate, "429s")
+        before = self._test_share
+        if before is not None:
+            as_a_limit = max(0.0, 1 - self._test_accepted / max(sent_rate, 1e-9))
+            if abs(share - before) < abs(share - as_a_limit):
+                self._test = None
+                self._settle(now)
+                self.noise = min(0.9, (share + before) / 2)
+                self.estimate = self._test_from
+                if self.estimate is not None:
+                    self._restart_cycle(now)
+                return RateChange(old, self.estimate, "random refusals")
+        self._test_share = share
+        self._test_accepted = accepted_rate
+        self._candidate = max(self._min_rate, min(self._candidate, accepted_rate))
+        self._test = _Tally(now)
+        self.changes += 1
+        return RateChange(old, self.pace(now), "429s")
+
+    def _settle(self, now: float) -> None:
+        self._judged = _Tally(now)
+        self._forget_levels()
+
+    # --- probing above the estimate ----------------------------------------------------
+
+    def _gain(self, now: float) -> float:
+        if self._probe.since <= now < self._probe_end:
+            return self._probe_gain
+        if self._probe_end <= now < self._probe_end + self._interval / 4:
+            return _DRAIN_GAIN
+        return _CRUISE_GAIN
+
+    def _restart_cycle(self, now: float, quarters: int | None = None) -> None:
+        """The next probe starts ``quarters`` (the cycle) quarter intervals from ``now``."""
+        begin = now + (self._cycle if quarters is None else quarters) * self._interval / 4
+        self._probe = _Tally(begin)
+        self._probe_end = begin + self._interval
+
+    def _judge_probe(self, now: float) -> RateChange | None:
+        """Judge the probe: a whole interval above the estimate, ended by its first 429s.
+
+        It lasts long enough to use up the burst a token bucket stored while the pace was
+        below its rate, so what it finds is the rate. What the API accepted during it is a
+        delivery rate: the estimate rises to it when higher. A probe the callers filled and
+        the API took whole is followed at once by a bolder one (the gain doubles its step).
+        """
+        probe = self._probe
+        estimate = self.estimate
+        if estimate is None or now < probe.since:
+            return None
+        refused = probe.refused > 1 + self.noise * probe.answers
+        if not refused and now < self._probe_end + self._interval / 4:
+            return None
+        took = probe.accepted / max(min(now, self._probe_end) - probe.since, self._interval / 4)
+        change = None
+        if took > estimate * (1 + _MARGIN):
+            self.estimate = took
+            change = RateChange(estimate, took, "probe")
+        if refused:
+            self._probe_end = min(self._probe_end, now)
+            self._probe_gain = _PROBE_GAIN
+            if change is None:
+                self._cycle = min(_CYCLE_MAX, self._cycle * 2)
+            self._restart_cycle(self._probe_end + self._interval / 4)
+        elif probe.sent >= _PROBE_FILLED * estimate * self._interval:
+            self._cycle = _CYCLE_MIN
+            self._probe_gain = min(_GAIN_MAX, 1 + 2 * (self._probe_gain - 1))
+            self._restart_cycle(now, quarters=1)
+        else:
+            self._restart_cycle(now)
+        return change
+
+    # --- a cap on requests in flight -----------------------------------------------------
+
+    def _cap_signature(self) -> int | None:
+        """The cap, when the refusals fell above every level of in flight that was accepted."""
+        accepted = sum(self._levels_accepted)
+        refused = sum(self._levels_refused)
+        if accepted < _MIN_REFUSED or refused < _MIN_REFUSED:
+            return None
+        # the level that 95% of accepted sends stayed within
+        seen, top = 0, 0
+        for level, count in enumerate(self._levels_accepted):
+            seen += count
+            if seen >= 0.95 * accepted:
+                top = level
+                break
+        above = sum(self._levels_refused[top + 1 :])
+        if top >= 1 and above >= 0.9 * refused:
+            return top
+        return None
+
+    def _trial_cap(self, now: float) -> None:
+        """Now and then, one more in flight: kept unless a request within it is refused."""
+        if self.cap is not None and now >= self._cap_trial_at:
+            self.cap += 1
+            self._cap_trial_at = now + 4 * self._interval
+
+    def _forget_levels(self) -> None:
+        self._levels_accepted = [0] * _CAP_LEVELS
+        self._levels_refused = [0] * _CAP_LEVELS
+
+    # --- the ring of buckets -------------------------------------------------------------
+
+    def _count(self, now: float, *, refused: bool) -> None:
+        if self._first == math.inf:
+            self._first = now
+        stamp = int(now // self._span)
+        index = stamp % _BUCKETS
+        if self._stamps[index] != stamp:
+            self._stamps[index] = stamp
+            self._accepted[index] = self._refused[index] = 0
+        if refused:
+            self._refused[index] += 1
+        else:
+            self._accepted[index] += 1
+
+    def _live(self, now: float) -> list[int]:
+        oldest = int(now // self._span) - _BUCKETS + 1
+        return [i for i in range(_BUCKETS) if self._stamps[i] >= oldest]
+
+    def _accepted_rate(self, now: float) -> float:
+        """Accepted per second over the last interval."""
+        return sum(self._accepted[i] for i in self._live(now)) / self._interval
+
+    def _delivery_rate(self, now: float) -> float:
+        """What the API accepted per second while it refused: see the module docstring.
+
+        Each bucket's count is divided by the part of it that answers could fall in (the
+        first bucket starts with the first answer, the last one ends now), so a young
+        interval is not taken for a slow API.
+        """
+        live = self._live(now)
+        span = self._span
+        rates = []
+        for i in live:
+            if self._refused[i]:
+                start = max(self._stamps[i] * span, self._first)
+                covered = min(span, now - start)
+                rates.append(self._accepted[i] / max(covered, span / 10))
+        rates.sort()
+        if rates and rates[len(rates) // 2] > 0:
+            return rates[len(rates) // 2]
+        return self._accepted_rate(now)
