@@ -21,6 +21,7 @@ from suno_persona._errors import (
 from suno_persona._fanout import Completions
 from suno_persona._models import Persona, PersonaRequest
 from suno_persona._retry import RetryPolicy
+from suno_persona._sync import PersonaClient
 from suno_persona._throttle import ThrottlePolicy
 from suno_persona._version import __version__
 
@@ -38,6 +39,7 @@ __all__ = [
     "NotFoundError",
     "Outcome",
     "Persona",
+    "PersonaClient",
     "PersonaRequest",
     "RateLimitError",
     "RequestValidationError",
