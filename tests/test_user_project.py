@@ -41,6 +41,7 @@ def test_the_project_is_what_the_docs_say():
     assert settings is not None
     assert settings[1] in project
 
+
 def test_the_users_mocked_test_passes_on_the_installed_aiohttp(tmp_path: Path):
     """A 429 then a 200, mocked with aioresponses: the user's test passes, warnings as errors."""
     project = tmp_path / "singer-app"
