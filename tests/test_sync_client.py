@@ -23,7 +23,7 @@ import pytest
 from threaded_emulator import ThreadedEmulator
 
 import suno_persona as sp
-from suno_persona.events import CallFinished, Event
+from suno_persona.events import CallFinished, CallStarted, Event
 
 KEY = "sk-test"
 SECRET = "sk-SECRET-sync-0123"
@@ -274,10 +274,15 @@ def test_generate_as_completed_yields_every_index_once(client):
 
 @pytest.mark.parametrize("how", ["close", "gc"])
 def test_leaving_generate_as_completed_early_stops_the_work(emulators, how):
-    """Closing the iterator, or dropping it, cancels the calls in flight and sends no more."""
+    """Closing the iterator, or dropping it, cancels the calls in flight and starts no more."""
     emu = emulators(latency=0.05)
+    started: list[CallStarted] = []
     requests = ({**FIELDS, "task_id": f"task_{n}"} for n in range(1000))
-    with sp.PersonaClient(api_key=KEY, base_url=emu.base_url) as client:
+    with sp.PersonaClient(
+        api_key=KEY,
+        base_url=emu.base_url,
+        event_hooks=[lambda e: isinstance(e, CallStarted) and started.append(e)],
+    ) as client:
         results = client.generate_as_completed(requests, concurrency=4)
         next(results)
         if how == "close":
@@ -285,10 +290,10 @@ def test_leaving_generate_as_completed_early_stops_the_work(emulators, how):
         else:
             del results
             gc.collect()
-        sent = len(emu.codes())
+        calls = len(started)
         time.sleep(0.3)
-        assert len(emu.codes()) == sent
-        assert sent <= 1 + 2 * 4 + 4
+        assert len(started) == calls
+        assert calls <= 1 + 2 * 4 + 4
         loop = client._shared.current
         assert loop is not None
 
@@ -314,3 +319,62 @@ def test_the_key_is_in_no_repr_and_no_error(emulators):
     with pytest.raises(sp.SunoPersonaError) as refused:
         sp.PersonaClient(api_key=SECRET + "\n")
     assert SECRET not in str(refused.value)
+
+
+def test_close_ends_the_calls_in_flight_of_other_threads(emulators):
+    """A thread waiting on a call when another closes the client gets an error, not a hang."""
+    emu = emulators(latency=10.0)
+    client = sp.PersonaClient(api_key=KEY, base_url=emu.base_url)
+    failures: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.generate_persona(**FIELDS)
+        except BaseException as error:
+            failures.append(error)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not emu.codes() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.close()
+    caller.join(timeout=5)
+    assert not caller.is_alive()
+    # (What the async client raises for a call whose connection it closed.)
+    assert len(failures) == 1
+    assert isinstance(failures[0], sp.SunoPersonaError)
+
+
+def test_a_call_from_an_event_hook_is_refused_instead_of_deadlocking(emu, caplog):
+    """An event hook runs in the loop's thread: calling the client there would wait for ever."""
+    inner: list[BaseException] = []
+
+    def hook(event: Event) -> None:
+        if isinstance(event, CallStarted) and event.request.task_id == FIELDS["task_id"]:
+            try:
+                client.generate_persona({**FIELDS, "task_id": "task_inner"})
+            except sp.SunoPersonaError as error:
+                inner.append(error)
+
+    client = sp.PersonaClient(api_key=KEY, base_url=emu.base_url, event_hooks=[hook])
+    with client:
+        client.generate_persona(**FIELDS)
+    assert len(inner) == 1
+    assert "own event loop thread" in str(inner[0])
+
+
+def test_the_small_things(client, emu):
+    """base_url, hooks given to with_options, an exhausted iterator, a closed client's with."""
+    seen: list[Event] = []
+    assert client.base_url == emu.base_url
+    hooked = client.with_options(event_hooks=[seen.append])
+    hooked.generate_persona(**FIELDS)
+    assert any(isinstance(event, CallFinished) for event in seen)
+    results = client.generate_as_completed([FIELDS])
+    assert [index for index, _ in results] == [0]
+    with pytest.raises(StopIteration):
+        next(results)
+    client.close()
+    with pytest.raises(sp.SunoPersonaError, match="closed"), client:
+        pass
