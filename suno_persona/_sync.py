@@ -13,7 +13,6 @@ thread of its own, with a new connection pool, and leaves the parent's connectio
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import threading
@@ -25,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from suno_persona._client import AsyncPersonaClient, EventHook, Outcome
 from suno_persona._errors import SunoPersonaError
 from suno_persona._fanout import Completions
+from suno_persona._loop_thread import CLOSED as _CLOSED
+from suno_persona._loop_thread import LoopThread
 from suno_persona._models import Persona, PersonaRequest
 from suno_persona._retry import RetryPolicy
 from suno_persona._throttle import ThrottlePolicy
@@ -38,91 +39,6 @@ T = TypeVar("T")
 Call = Callable[[AsyncPersonaClient], Coroutine[Any, Any, T]]
 _RequestLike = PersonaRequest | Mapping[str, Any]
 _UNSET: Final[Any] = object()
-_CLOSED = "the client is closed"
-# The longest a waiting thread goes without checking for Ctrl-C (a lock's wait is not
-# interrupted by a signal everywhere, e.g. on Windows or with _thread.interrupt_main).
-_POLL = 0.25
-
-
-class _Loop:
-    """One event loop running in a daemon thread, in the process that started it."""
-
-    def __init__(self, client: AsyncPersonaClient) -> None:
-        self.client = client
-        self.pid = os.getpid()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._serve, name="suno-persona-loop", daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        loop = self.loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-            # Calls still running when the loop stopped: end them, so no caller waits for ever.
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            loop.close()
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` on the loop and wait for it.
-
-        When the wait is interrupted (Ctrl-C raises ``KeyboardInterrupt`` in the waiting
-        thread), the coroutine is cancelled, the wait goes on until it has stopped, and the
-        interruption is raised.
-        """
-        if threading.current_thread() is self.thread:
-            coroutine.close()
-            raise SunoPersonaError(
-                "a PersonaClient was called from its own event loop thread (from an event "
-                "hook?); use the AsyncPersonaClient there"
-            )
-        done = threading.Event()
-        started: list[asyncio.Task[T]] = []
-
-        def start() -> None:
-            task = self.loop.create_task(coroutine)
-            task.add_done_callback(lambda _: done.set())
-            started.append(task)
-
-        try:
-            self.loop.call_soon_threadsafe(start)
-        except RuntimeError:  # the loop is closed
-            coroutine.close()
-            raise SunoPersonaError(_CLOSED) from None
-        try:
-            while not done.wait(_POLL):
-                pass
-        except BaseException:
-            # The callbacks run in order: the task exists by the time this one runs.
-            with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(started[0].cancel)
-            done.wait()
-            if not started[0].cancelled():
-                started[0].exception()  # retrieved, so asyncio does not log it
-            raise
-        (task,) = started
-        if task.cancelled():
-            raise SunoPersonaError("the client was closed while the call was in flight")
-        return task.result()
-
-    def stop(self) -> None:
-        """Close the async client, stop the loop and join its thread (if not called from it)."""
-        if not self.thread.is_alive():
-            return
-        if threading.current_thread() is self.thread:
-            self.loop.create_task(self.client.close()).add_done_callback(lambda _: self.loop.stop())
-            return
-        with contextlib.suppress(Exception):
-            self.run(self.client.close())
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
 
 
 class _Shared:
@@ -131,11 +47,11 @@ class _Shared:
     def __init__(self, options: dict[str, Any], client: AsyncPersonaClient) -> None:
         self.options = options
         self.first: AsyncPersonaClient | None = client
-        self.current: _Loop | None = None
+        self.current: LoopThread | None = None
         self.closed = False
         self.lock = threading.Lock()
 
-    def loop(self) -> _Loop:
+    def loop(self) -> LoopThread:
         """The loop of this process, started on the first call (and again after a fork)."""
         current = self.current
         if current is not None and current.pid == os.getpid():
@@ -148,7 +64,7 @@ class _Shared:
                 if current is not None:
                     _ABANDONED.append(current)
                 first, self.first = self.first, None
-                current = self.current = _Loop(first or AsyncPersonaClient(**self.options))
+                current = self.current = LoopThread(first or AsyncPersonaClient(**self.options))
             return current
 
     def close(self) -> None:
@@ -160,7 +76,7 @@ class _Shared:
 
 
 # The loops a parent process had when it forked: never touched, never collected, in the child.
-_ABANDONED: list[_Loop] = []
+_ABANDONED: list[LoopThread] = []
 _LIVE: weakref.WeakSet[_Shared] = weakref.WeakSet()
 
 
@@ -238,7 +154,7 @@ class PersonaClient:
         self._shared = _Shared(options, client)
         self._base_url = client.base_url
         self._overrides: dict[str, Any] | None = None
-        self._derived: tuple[_Loop, AsyncPersonaClient] | None = None
+        self._derived: tuple[LoopThread, AsyncPersonaClient] | None = None
         self._closed = False
         _LIVE.add(self._shared)
         self._finalizer = weakref.finalize(self, self._shared.close)
