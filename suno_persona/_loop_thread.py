@@ -78,21 +78,31 @@ class LoopThread:
         except RuntimeError:  # the loop is closed
             coroutine.close()
             raise SunoPersonaError(CLOSED) from None
+
+        def cancel() -> None:
+            if started:
+                started[0].cancel()
+
         try:
-            while not done.wait(_POLL):
-                pass
+            self._wait(done)
         except BaseException:
-            # The callbacks run in order: the task exists by the time this one runs.
-            with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(started[0].cancel)
-            done.wait()
-            if not started[0].cancelled():
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self.loop.call_soon_threadsafe(cancel)
+            self._wait(done)
+            if started and started[0].done() and not started[0].cancelled():
                 started[0].exception()  # retrieved, so asyncio does not log it
             raise
+        if not started or not started[0].done():  # the loop ended first
+            raise SunoPersonaError(CLOSED)
         (task,) = started
         if task.cancelled():
             raise SunoPersonaError("the client was closed while the call was in flight")
         return task.result()
+
+    def _wait(self, done: threading.Event) -> None:
+        """Until ``done`` is set or the loop's thread has ended, interruptible all along."""
+        while not done.wait(_POLL) and self.thread.is_alive():
+            pass
 
     def stop(self) -> None:
         """Close the async client, stop the loop and join its thread (if not called from it)."""
