@@ -62,8 +62,9 @@ def loop_thread(client: sp.PersonaClient) -> threading.Thread:
 
 
 @pytest.mark.slow
-def test_eight_threads_share_one_client_under_a_rate_limit(emulators):
-    """8 threads x 25 calls at a 50/s limit: all succeed, few 429s, on one loop thread."""
+def test_eight_threads_share_one_client_under_a_rate_limit(emulators, caplog):
+    """8 threads x 25 calls at a 50/s limit: all succeed, few 429s, on one loop thread; no
+    warning in any thread (the filters are the process's), nothing logged by asyncio."""
     emu = emulators(rate_limit=50)
     threads_seen: set[str] = set()
 
@@ -73,7 +74,11 @@ def test_eight_threads_share_one_client_under_a_rate_limit(emulators):
 
     personas: list[sp.Persona] = []
     failures: list[BaseException] = []
-    with sp.PersonaClient(api_key=KEY, base_url=emu.base_url, event_hooks=[hook]) as client:
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        sp.PersonaClient(api_key=KEY, base_url=emu.base_url, event_hooks=[hook]) as client,
+    ):
+        warnings.simplefilter("always")
 
         def work(worker: int) -> None:
             try:
@@ -89,6 +94,9 @@ def test_eight_threads_share_one_client_under_a_rate_limit(emulators):
         for thread in threads:
             thread.join()
 
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
     assert failures == []
     assert len({p.persona_id for p in personas}) == 200
     codes = emu.codes()
