@@ -68,8 +68,12 @@ def _reply_for(error: sp.SunoPersonaError) -> web.Response:
     code = error.code if isinstance(error, sp.APIError) else None
     if isinstance(error, (sp.RequestValidationError, sp.UnprocessableEntityError)):
         return _error(422, name, code, error.message)  # the caller can fix the request
-    if isinstance(error, (sp.RateLimitError, sp.ServiceUnavailableError)):
-        wait = math.ceil(error.retry_after or 1)  # the client retried; still busy
+    if error.retry_after is not None or isinstance(
+        error, (sp.RateLimitError, sp.ServiceUnavailableError)
+    ):
+        # Busy: a rate limit, maintenance, or a deadline that would pass while waiting for
+        # one (APITimeoutError, sent=False); the client retried, so come back later.
+        wait = math.ceil(error.retry_after or 1)
         return _error(503, name, code, error.message, headers={"Retry-After": str(wait)})
     if isinstance(error, sp.APITimeoutError):
         return _error(504, name, code, error.message)

@@ -24,6 +24,7 @@ from suno_persona._fanout import Completions
 from suno_persona._models import Persona, PersonaRequest
 from suno_persona._persona import Outcome
 from suno_persona._retry import RetryPolicy
+from suno_persona._sync import PersonaClient
 from suno_persona._task import Song, SunoTask, TaskStatus
 from suno_persona._throttle import ThrottlePolicy
 from suno_persona._version import __version__
@@ -42,6 +43,7 @@ __all__ = [
     "NotFoundError",
     "Outcome",
     "Persona",
+    "PersonaClient",
     "PersonaRequest",
     "RateLimitError",
     "RequestValidationError",

@@ -12,7 +12,9 @@ pause and the maintenance breaker's single probe. See the "Scaling out" page of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from collections.abc import AsyncGenerator
 
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
@@ -73,6 +75,7 @@ class RedisThrottleStore:
         self.use_server_time = bool(use_server_time)
         self._own: Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closer: AsyncGenerator[None, None] | None = None
 
     @classmethod
     def from_url(
@@ -86,7 +89,11 @@ class RedisThrottleStore:
         return f"<RedisThrottleStore {where}>"
 
     def client(self) -> Redis:
-        """The Redis client to use in the running event loop."""
+        """The Redis client to use in the running event loop.
+
+        A client the store makes is closed when its event loop shuts down (``asyncio.run``
+        does that), so a loop per call (a Celery task) leaves no connection open behind.
+        """
         if self._user is not None:
             return self._user
         loop = asyncio.get_running_loop()
@@ -101,13 +108,37 @@ class RedisThrottleStore:
                 health_check_interval=0,
             )
             self._loop = loop
+            self._closer = _close_at_shutdown(self._own)
         return self._own
 
     async def aclose(self) -> None:
         """Close the connections the store opened itself (never those of a client of yours)."""
         own, self._own = self._own, None
+        closer, self._closer = self._closer, None
         if own is not None and self._loop is asyncio.get_running_loop():
-            await own.aclose()
+            if closer is not None:
+                await closer.aclose()  # closes own
+            else:  # pragma: no cover - every client the store makes has its closer
+                await own.aclose()
+
+
+def _close_at_shutdown(redis: Redis) -> AsyncGenerator[None, None]:
+    """An async generator the running loop closes at shutdown, closing ``redis``; keep it.
+
+    The loop tracks the async generators started in it and closes them in
+    ``shutdown_asyncgens``; this one is started here, up to its ``yield``, without awaiting.
+    """
+
+    async def closer() -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    generator = closer()
+    with contextlib.suppress(StopIteration):  # the first step stops at the yield
+        generator.asend(None).send(None)
+    return generator
 
 
 def _without_password(url: str) -> str:

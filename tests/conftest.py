@@ -13,6 +13,9 @@ from redis_fixtures import _redis_server, _redis_url  # noqa: F401 - fixtures of
 
 ENDPOINT = "/api/v1/client/job/suno-persona-generate"
 
+# A user's project with tests of its own, run by test_user_project.py in a subprocess.
+collect_ignore = ["user_project"]
+
 
 class FakeTime:
     """A monotonic clock that only moves when something sleeps on it."""

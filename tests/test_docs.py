@@ -13,9 +13,16 @@ The convention, for a fenced block opened with ```python (or ```py):
   It passes when it exits 0, writes nothing to stderr (no traceback, no warning, no unclosed
   session), and its stdout contains ``persona_``, or each text given by an
   ``<!-- expect: text -->`` comment.
+* A script marked ``<!-- needs: redis -->`` runs with a real redis-server: each
+  ``redis://localhost:6379`` of the block is replaced by that server's address first.
+* A block marked ``<!-- module: name -->`` is a module of an application that a framework
+  serves (FastAPI, Flask, arq, Celery), not a script: here it is only compiled, and a test of
+  tests/test_integration_frameworks.py runs it for real, as ``name.py``, with its framework,
+  the emulator upstream and a redis-server (``doc_module`` there takes it from the page).
 * The HTML comments sit on the lines right before the fence (Markdown renders nothing for
-  them): ``<!-- expect: text -->`` (repeatable), ``<!-- skip: reason -->`` to skip the block.
-  Skip only what cannot run alone, such as a fragment that shows a signature.
+  them): ``<!-- expect: text -->`` (repeatable), ``<!-- needs: redis -->``,
+  ``<!-- module: name -->``, ``<!-- skip: reason -->`` to skip the block. Skip only what
+  cannot run alone, such as a fragment that shows a signature.
 
 Blocks in other languages (console, bash, toml, text, ...) are not run; the README's two
 commands are run by ``.ci/run``, and a test here keeps them exactly what it expects. Another
@@ -54,7 +61,7 @@ TEST_COMMAND = (
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*)$")
 _DIRECTIVE = re.compile(r"^\s*<!--\s*(?P<name>[a-z]+):\s*(?P<value>.*?)\s*-->\s*$")
-_DIRECTIVES = frozenset({"expect", "skip"})
+_DIRECTIVES = frozenset({"expect", "module", "needs", "skip"})
 _PYTHON = frozenset({"python", "py", "python3"})
 
 PYTEST_INI = """\
@@ -74,6 +81,8 @@ class Block:
     code: str
     expect: tuple[str, ...]
     skip: str | None
+    needs: tuple[str, ...] = ()
+    module: str | None = None
 
     @property
     def where(self) -> str:
@@ -143,6 +152,8 @@ def python_blocks(page: Path) -> list[Block]:
                 code=code,
                 expect=tuple(found.get("expect", [DEFAULT_EXPECT])),
                 skip=found["skip"][0] if "skip" in found else None,
+                needs=tuple(found.get("needs", [])),
+                module=found["module"][0] if "module" in found else None,
             )
         )
     return blocks
@@ -230,14 +241,39 @@ def test_the_readme_has_the_two_commands():
 DOCS_TASKS = {"task_12345678": {"suno_abc123": 184.0, "suno_abc124": 171.5}}
 
 
+def module_blocks() -> dict[str, Block]:
+    """The ``<!-- module: name -->`` blocks of the docs, by name."""
+    found: dict[str, Block] = {}
+    for block in BLOCKS:
+        if block.module is not None:
+            assert block.module not in found, f"{block.where}: a second module {block.module}"
+            found[block.module] = block
+    return found
+
+
+def test_every_module_block_is_served_by_an_integration_test():
+    """A module block left out of the framework tests would be an example nobody runs."""
+    served = (ROOT / "tests" / "test_integration_frameworks.py").read_text(encoding="utf-8")
+    used = set(re.findall(r'doc_module\("(\w+)"', served))
+    assert used == set(module_blocks())
+    assert {"fastapi_app", "arq_app", "celery_app", "flask_app"} <= used
+
+
 @pytest.mark.parametrize("block", _params())
-async def test_example(block: Block, persona_emulator, tmp_path: Path):
+async def test_example(block: Block, persona_emulator, tmp_path: Path, request):
     """The block runs cleanly and shows what it claims (see the module docstring)."""
     for task_id, songs in DOCS_TASKS.items():
         persona_emulator.add_task(task_id, songs)
-    if block.is_test_file:
+    unknown = set(block.needs) - {"redis"}
+    assert not unknown, f"{block.where}: unknown <!-- needs: --> {unknown}"
+    if block.module is not None:
+        compile(block.code, f"{block.module}.py", "exec")
+    elif block.is_test_file:
         await asyncio.to_thread(_run_test_file, block, tmp_path)
     else:
+        if "redis" in block.needs:
+            url = request.getfixturevalue("redis_url").rsplit("/", 1)[0]
+            block = attrs.evolve(block, code=block.code.replace("redis://localhost:6379", url))
         await _run_script(block, tmp_path, persona_emulator.base_url)
 
 

@@ -129,6 +129,18 @@ class TestWebApp:
             "message": "rate limited",
         }
 
+    async def test_a_deadline_spent_unsent_is_503_with_retry_after(self, emu):
+        """The pause of a Retry-After past the deadline: the next call gives up unsent."""
+        emu.fail_next(429, retry_after=30)
+        policy = sp.RetryPolicy(deadline=10)
+        app = web_app.make_app(api_key=KEY, base_url=emu.base_url, retry=policy)
+        async with TestClient(TestServer(app)) as http:
+            await http.post("/personas", json=fields(1))
+            reply = await http.post("/personas", json=fields(2))
+            assert reply.status == 503
+            assert 29 <= int(reply.headers["Retry-After"]) <= 30
+            assert (await reply.json())["error"]["type"] == "APITimeoutError"
+
     async def test_an_unknown_task_is_422(self, emu, http):
         emu.fail_next(422, "task_id not found")
         reply = await http.post("/personas", json=fields(1))

@@ -29,6 +29,7 @@ PUBLIC = [
     "NotFoundError",
     "Outcome",
     "Persona",
+    "PersonaClient",
     "PersonaRequest",
     "RateLimitError",
     "RequestValidationError",

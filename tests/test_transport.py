@@ -10,7 +10,6 @@ import aiohttp
 import pytest
 import yarl
 from aioresponses import aioresponses
-from aioresponses import core as aioresponses_core
 from multidict import CIMultiDict, CIMultiDictProxy
 
 import suno_persona as sp
@@ -22,26 +21,9 @@ FIELDS = {"task_id": "task_1", "suno_id": "suno_1", "name": "Neon Siren"}
 OK = {"code": 200, "message": "success", "data": {"persona_id": "persona_1"}}
 
 
-class _SentWriter:
-    """Stands in for the request writer of an exchange that already finished."""
-
-    output_size = 0
-
-
-class _CompatResponse(aiohttp.ClientResponse):
-    """aiohttp 3.14 added a required ``stream_writer`` that aioresponses 0.7.9 does not pass.
-
-    Upstream: pnuckowski/aioresponses#289 (open). Remove once a fixed release exists.
-    """
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("stream_writer", _SentWriter())
-        super().__init__(*args, **kwargs)
-
-
 @pytest.fixture(name="mocked")
-def _mocked(monkeypatch):
-    monkeypatch.setattr(aioresponses_core, "ClientResponse", _CompatResponse)
+def _mocked():
+    """aioresponses as docs/testing.md says to use it ("Mocking the HTTP layer")."""
     with aioresponses() as mocked:
         yield mocked
 
