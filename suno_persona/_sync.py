@@ -21,13 +21,16 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from suno_persona._client import AsyncPersonaClient, EventHook, Outcome
+from suno_persona._client import AsyncPersonaClient
 from suno_persona._errors import SunoPersonaError
 from suno_persona._fanout import Completions
 from suno_persona._loop_thread import CLOSED as _CLOSED
 from suno_persona._loop_thread import LoopThread
 from suno_persona._models import Persona, PersonaRequest
+from suno_persona._persona import Outcome
 from suno_persona._retry import RetryPolicy
+from suno_persona._settings import EventHook
+from suno_persona._task import SunoTask
 from suno_persona._throttle import ThrottlePolicy
 
 if TYPE_CHECKING:
@@ -120,6 +123,7 @@ class PersonaClient:
         allow_insecure_http: As for :class:`AsyncPersonaClient`.
         event_hooks: As for :class:`AsyncPersonaClient`; called in the loop's thread.
         throttle_store: As for :class:`AsyncPersonaClient`.
+        task_poll_interval: As for :class:`AsyncPersonaClient`.
 
     Raises:
         SunoPersonaError: As for :class:`AsyncPersonaClient`.
@@ -138,6 +142,7 @@ class PersonaClient:
         allow_insecure_http: bool = False,
         event_hooks: Iterable[EventHook] = (),
         throttle_store: str | RedisThrottleStore | None = None,
+        task_poll_interval: float = 15.0,
     ) -> None:
         options: dict[str, Any] = {
             "api_key": api_key,
@@ -149,6 +154,7 @@ class PersonaClient:
             "allow_insecure_http": allow_insecure_http,
             "event_hooks": tuple(event_hooks),
             "throttle_store": throttle_store,
+            "task_poll_interval": task_poll_interval,
         }
         client = AsyncPersonaClient(**options)
         self._shared = _Shared(options, client)
@@ -179,12 +185,15 @@ class PersonaClient:
         timeout: float = _UNSET,
         retry: RetryPolicy | None = _UNSET,
         event_hooks: Iterable[EventHook] = _UNSET,
+        wait_for_task: bool | float = _UNSET,
+        task_poll_interval: float = _UNSET,
     ) -> PersonaClient:
         """A client that differs from this one only in the settings given.
 
         As :meth:`AsyncPersonaClient.with_options`: it shares this client's loop, pool,
         throttle and retry budget; closing this client closes the new one too, and closing
-        the new one does not close this one.
+        the new one does not close this one. ``wait_for_task`` and ``task_poll_interval``
+        are as there too.
 
         Raises:
             SunoPersonaError: This client is closed.
@@ -192,7 +201,13 @@ class PersonaClient:
         """
         if self.closed:
             raise SunoPersonaError(_CLOSED)
-        given = {"timeout": timeout, "retry": retry, "event_hooks": event_hooks}
+        given = {
+            "timeout": timeout,
+            "retry": retry,
+            "event_hooks": event_hooks,
+            "wait_for_task": wait_for_task,
+            "task_poll_interval": task_poll_interval,
+        }
         overrides = {**(self._overrides or {})}
         overrides.update({name: value for name, value in given.items() if value is not _UNSET})
         if "event_hooks" in overrides:
@@ -224,29 +239,52 @@ class PersonaClient:
             client = derived[1]
         return loop.run(call(client))
 
-    def generate_persona(self, request: _RequestLike | None = None, /, **fields: Any) -> Persona:
+    def generate_persona(
+        self,
+        request: _RequestLike | None = None,
+        /,
+        *,
+        wait_for_task: bool | float | None = None,
+        **fields: Any,
+    ) -> Persona:
         """Turn a finished Suno song into a persona and return it.
 
-        As :meth:`AsyncPersonaClient.generate_persona`, blocking until the call is done.
+        As :meth:`AsyncPersonaClient.generate_persona` (``wait_for_task`` too), blocking
+        until the call is done.
         """
-        return self._run(lambda client: client.generate_persona(request, **fields))
+        return self._run(
+            lambda client: client.generate_persona(request, wait_for_task=wait_for_task, **fields)
+        )
 
     def generate_many(
-        self, requests: Iterable[_RequestLike], *, concurrency: int = 8
+        self,
+        requests: Iterable[_RequestLike],
+        *,
+        concurrency: int = 8,
+        wait_for_task: bool | float | None = None,
     ) -> list[Outcome]:
         """Create many personas, at most ``concurrency`` at a time; one outcome per input.
 
-        As :meth:`AsyncPersonaClient.generate_many`. ``requests`` is read in the loop's
-        thread, lazily.
+        As :meth:`AsyncPersonaClient.generate_many` (``wait_for_task`` too). ``requests``
+        is read in the loop's thread, lazily.
         """
-        return self._run(lambda client: client.generate_many(requests, concurrency=concurrency))
+        return self._run(
+            lambda client: client.generate_many(
+                requests, concurrency=concurrency, wait_for_task=wait_for_task
+            )
+        )
 
     def generate_as_completed(
-        self, requests: Iterable[_RequestLike], *, concurrency: int = 8
+        self,
+        requests: Iterable[_RequestLike],
+        *,
+        concurrency: int = 8,
+        wait_for_task: bool | float | None = None,
     ) -> CompletionsIterator:
         """Create many personas and yield ``(index, outcome)`` as each one finishes.
 
-        As :meth:`AsyncPersonaClient.generate_as_completed`, as a plain iterator. Closing
+        As :meth:`AsyncPersonaClient.generate_as_completed` (``wait_for_task`` too), as a
+        plain iterator. Closing
         it (leaving its ``with`` block, ``close()``, or dropping the last reference to it)
         cancels the work still outstanding and waits until it has stopped.
 
@@ -263,9 +301,34 @@ class PersonaClient:
         return CompletionsIterator(
             self,
             self._run(
-                lambda client: _completions(client, requests, concurrency),
+                lambda client: _completions(client, requests, concurrency, wait_for_task),
             ),
         )
+
+    def get_task(self, task_id: str) -> SunoTask:
+        """The music task ``task_id`` as the task query answers now.
+
+        As :meth:`AsyncPersonaClient.get_task`, blocking until the answer is in.
+        """
+        return self._run(lambda client: client.get_task(task_id))
+
+    def wait_for_task(
+        self, task_id: str, *, timeout: float | None = 900.0, poll_interval: float = 15.0
+    ) -> SunoTask:
+        """Wait until the music task ``task_id`` has succeeded, and return it.
+
+        As :meth:`AsyncPersonaClient.wait_for_task`: the waits of all threads for one
+        ``task_id`` share one poll loop, and Ctrl-C cancels the wait.
+        """
+        return self._run(
+            lambda client: client.wait_for_task(
+                task_id, timeout=timeout, poll_interval=poll_interval
+            )
+        )
+
+    def get_balance(self) -> float:
+        """The account's credit balance, as :meth:`AsyncPersonaClient.get_balance`."""
+        return self._run(lambda client: client.get_balance())
 
     def close(self) -> None:
         """Close the connections, stop the loop and join its thread. Safe to call twice.
@@ -300,9 +363,14 @@ async def _derive(client: AsyncPersonaClient, overrides: dict[str, Any]) -> Asyn
 
 
 async def _completions(
-    client: AsyncPersonaClient, requests: Iterable[_RequestLike], concurrency: int
+    client: AsyncPersonaClient,
+    requests: Iterable[_RequestLike],
+    concurrency: int,
+    wait_for_task: bool | float | None,
 ) -> Completions[Outcome]:
-    return client.generate_as_completed(requests, concurrency=concurrency)
+    return client.generate_as_completed(
+        requests, concurrency=concurrency, wait_for_task=wait_for_task
+    )
 
 
 class CompletionsIterator(Iterator[tuple[int, Outcome]]):

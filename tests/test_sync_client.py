@@ -386,3 +386,90 @@ def test_the_small_things(client, emu):
     client.close()
     with pytest.raises(sp.SunoPersonaError, match="closed"), client:
         pass
+
+
+# The music task a persona comes from, and the balance, through the blocking client. The
+# emulator's tasks run on real time here, so their delays and the polls are a few ms.
+TASK_PATH = "/api/v1/client/job/TaskInfo"
+PERSONA_PATH = "/api/v1/client/job/suno-persona-generate"
+
+
+def paths(emu: ThreadedEmulator, path: str) -> int:
+    """How many requests to ``path`` the emulator received."""
+    return emu.do(lambda: sum(r.path == path for r in emu.emulator.requests))
+
+
+def add_task(emu: ThreadedEmulator, task_id: str, songs: dict[str, float], **delays: Any) -> None:
+    emu.do(lambda: emu.emulator.add_task(task_id, songs, **delays))
+
+
+def test_get_task_and_get_balance(emulators):
+    """get_task answers the task as it is now (typed errors too); get_balance the credits."""
+    emu = emulators(credits=7)
+    add_task(emu, "t1", {"s1": 120.0, "s2": 61.5})
+    add_task(emu, "t2", {"s1": 60.0}, pending=3600)
+    with sp.PersonaClient(api_key=KEY, base_url=emu.base_url) as client:
+        task = client.get_task("t1")
+        assert isinstance(task, sp.SunoTask)
+        assert task.status is sp.TaskStatus.SUCCESS
+        assert [(s.suno_id, s.duration) for s in task.songs] == [("s1", 120.0), ("s2", 61.5)]
+        assert client.get_task("t2").status is sp.TaskStatus.PENDING
+        with pytest.raises(sp.NotFoundError):
+            client.get_task("nope")
+        assert client.get_balance() == 7.0
+        client.generate_persona(task_id="t1", suno_id="s1", name="n")
+        assert client.get_balance() == 6.0
+    assert paths(emu, TASK_PATH) == 3
+
+
+def test_wait_for_task_polls_until_the_task_succeeded(emulators):
+    emu = emulators()
+    add_task(emu, "t1", {"s1": 60.0}, pending=0.05, running=0.05)
+    with sp.PersonaClient(api_key=KEY, base_url=emu.base_url) as client:
+        task = client.wait_for_task("t1", timeout=10, poll_interval=0.01)
+    assert task.status is sp.TaskStatus.SUCCESS
+    assert [s.suno_id for s in task.songs] == ["s1"]
+    assert paths(emu, TASK_PATH) >= 3  # pending, running, ..., success
+
+
+def test_wait_for_task_raises_task_failed_error(emulators):
+    emu = emulators()
+    add_task(emu, "t1", {"s1": 60.0}, running=0.05, error=(501, "lyrics rejected"))
+    with (
+        sp.PersonaClient(api_key=KEY, base_url=emu.base_url) as client,
+        pytest.raises(sp.TaskFailedError) as caught,
+    ):
+        client.wait_for_task("t1", poll_interval=0.01)
+    error = caught.value
+    assert (error.task_id, error.code, error.message) == ("t1", 501, "lyrics rejected")
+
+
+def test_wait_for_task_true_refuses_a_song_not_in_the_task_with_no_post(emulators):
+    """generate_persona, generate_many, generate_as_completed and with_options take
+    wait_for_task=, and task_poll_interval passes through the constructor and with_options:
+    the task finishes after the first poll, so at the default 15 s interval the 0.5 s waits
+    would time out."""
+    emu = emulators(check_tasks=True)
+    add_task(emu, "t1", {"s1": 60.0}, running=0.1)
+    bad = {"task_id": "t1", "suno_id": "s9", "name": "n"}
+    good = {**bad, "suno_id": "s1"}
+    with sp.PersonaClient(api_key=KEY, base_url=emu.base_url, task_poll_interval=0.01) as client:
+        with pytest.raises(sp.RequestValidationError) as caught:
+            client.generate_persona(bad, wait_for_task=0.5)
+        assert caught.value.field == "suno_id"
+        assert paths(emu, TASK_PATH) >= 2
+        assert paths(emu, PERSONA_PATH) == 0
+
+        outcomes = client.generate_many([bad, good], wait_for_task=True)
+        assert [type(o) for o in outcomes] == [sp.RequestValidationError, sp.Persona]
+        with client.generate_as_completed([bad], wait_for_task=True) as results:
+            assert [type(o) for _, o in results] == [sp.RequestValidationError]
+        assert paths(emu, PERSONA_PATH) == 1
+
+    add_task(emu, "t1", {"s1": 60.0}, running=0.1)
+    with sp.PersonaClient(api_key=KEY, base_url=emu.base_url) as client:
+        waiting = client.with_options(wait_for_task=0.5, task_poll_interval=0.01)
+        with pytest.raises(sp.RequestValidationError, match="suno_id"):
+            waiting.generate_persona(bad)
+        assert waiting.generate_persona(good).persona_id.startswith("persona_")
+    assert paths(emu, PERSONA_PATH) == 2
