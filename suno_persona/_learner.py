@@ -128,6 +128,7 @@ class LimitModel:
         self._test_from: float | None = None  # the estimate to go back to if noise
         self._test_share: float | None = None
         self._test_accepted = 0.0
+        self._test_sent = 0.0
         self._candidate = 0.0
         self._judged = _Tally(math.inf)  # answers since the last decision (or the first)
         self._cycle = _CYCLE_MIN
@@ -252,7 +253,9 @@ class LimitModel:
             return change
         self._trial_cap(now)
         judged = self._judged
-        if refused and judged.refused >= _MIN_REFUSED:
+        if not refused:
+            return None
+        if judged.refused >= _MIN_REFUSED:
             share = judged.share()
             overwhelming = judged.refused >= _TEST_ANSWERS / 2 and share >= _CLEAR
             above = share - self.noise > max(_MARGIN, 3 * _spread(share, judged.answers))
@@ -309,7 +312,9 @@ class LimitModel:
         if share < _CLEAR and elapsed < self._interval / 4 and not held_back:
             return None
         spread = _spread(share, test.answers)
-        accepted_rate = test.accepted / elapsed
+        # What the API took: the median over the buckets that held a 429 resists a burst
+        # a token bucket stored while a test before was below its rate.
+        accepted_rate = min(test.accepted / elapsed, self._delivery_rate(now))
         if test.accepted < _TEST_ACCEPTED and elapsed < 2 * self._interval:
             return None  # too few accepted to measure what the API takes
         if held_back:
@@ -325,8 +330,10 @@ class LimitModel:
             return RateChange(old, self.estimate, "429s")
         before = self._test_share
         if before is not None:
-            as_a_limit = max(0.0, 1 - self._test_accepted / max(sent_rate, 1e-9))
-            if abs(share - before) < abs(share - as_a_limit):
+            # A limit takes as much as before at a lower pace; noise takes less, in step
+            # with what was sent. Nearer to the second: noise.
+            ratio = sent_rate / max(self._test_sent, 1e-9)
+            if accepted_rate < self._test_accepted * (1 + ratio) / 2 and share > before / 2:
                 self._test = None
                 self._settle(now)
                 self.noise = min(0.9, (share + before) / 2)
@@ -336,6 +343,7 @@ class LimitModel:
                 return RateChange(old, self.estimate, "random refusals")
         self._test_share = share
         self._test_accepted = accepted_rate
+        self._test_sent = sent_rate
         self._candidate = max(self._min_rate, min(self._candidate, accepted_rate))
         self._test = _Tally(now)
         self.changes += 1

@@ -303,6 +303,8 @@ class LocalState:
         self._answered += 1
         if quota is not None:
             self._announce(quota, now, seq)
+        elif self._left is not None and answer is Answer.ACCEPTED:
+            self._left -= 1  # a reply that announced nothing still took from what was left
         if answer is Answer.ACCEPTED and not probe and not self._breaker.is_open:
             if model is not None:  # the common case, kept short: a plain success
                 self._change(model.accepted(now, sent_at, in_flight))
@@ -358,7 +360,7 @@ class LocalState:
             if self._model is not None:
                 self._knocks.maintenance(now, None, probe=probe)
             return
-        if sent_at >= self._paused_at and now + adopted > self._paused_until:
+        if sent_at > self._paused_at and now + adopted > self._paused_until:
             # (A 429 to a request sent before the pause began is that pause's news.)
             self._paused_until = now + adopted
             self._paused_at = now
@@ -373,14 +375,15 @@ class LocalState:
         """A reply announced its quota: no send into a window with nothing left.
 
         Replies come back in any order; the least remaining of the replies in one window
-        is the latest count, and every request still in flight may take from it. A reply
-        to a request sent before the current window began is old news.
+        is the latest count, and every request still in flight may take from it (so at
+        most that many minus those in flight may go). A reply to a request sent before the
+        current window began is old news.
         """
         if quota.remaining is not None and seq > self._window_seq:
             reset_at = now + quota.reset if quota.reset is not None else math.inf
             if self._left is None or quota.remaining < self._left:
                 self._left = quota.remaining
-            self._reset_at = min(reset_at, self._reset_at) if self._left else reset_at
+            self._reset_at = min(reset_at, self._reset_at) if self._reset_at > now else reset_at
         if quota.limit is not None and (self._quota is None or quota.limit != self._quota.limit):
             old = self.rate(now)
             self._announced = quota.limit / quota.window if quota.window else None

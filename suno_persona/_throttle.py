@@ -488,8 +488,6 @@ class Throttle:
             return
         local = self._local
         clock = self.clock
-        if self._deadlines:
-            self._expire(clock())
         while queue:
             waiter = queue[0]
             if waiter.future.done():
@@ -504,14 +502,16 @@ class Throttle:
             if not self._room():
                 if self._ramp is not None:
                     self._wake_at(self._ramp.next_doubling())
-                self._blocked()
+                if self._blocked(now):
+                    continue
                 return
             decision = GO
             if local is not None:
                 held = waiter.reserved
                 if held is not None and now < held.at:
                     self._wake_at(held.at)
-                    self._blocked()
+                    if self._blocked(now):
+                        continue
                     return
                 token = None if held is None else held.reserved
                 decision = local.decide(now, waiter.deadline.remaining(now), token)
@@ -530,7 +530,8 @@ class Throttle:
                         waiter.reserved = decision
                     hint = max(wait, _PROBE_HINT) if decision.wait_probe else wait
                     self._wake_at(now + hint)
-                    self._blocked()
+                    if self._blocked(now):
+                        continue
                     return
                 if local.limited and self._ramp is not None:
                     self._ramp = None
@@ -560,13 +561,17 @@ class Throttle:
             if waiter.reserved is not None and self._local is not None:
                 self._local.release(waiter.reserved, now)
 
-    def _blocked(self) -> None:
-        """The head must wait: look again when the first deadline in the queue comes."""
+    def _blocked(self, now: float) -> bool:
+        """The head must wait: fail the waiters whose deadline has come, and look again when
+        the next one comes. ``True`` when the head itself was failed (look at the next)."""
+        head = self._queue[0]
+        self._expire(now)
         deadlines = self._deadlines
         while deadlines and deadlines[0][2].future.done():
             heapq.heappop(deadlines)
         if deadlines:
             self._wake_at(deadlines[0][0])
+        return head.future.done()
 
     def _wake_at(self, when: float) -> None:
         """Look at the queue again at ``when`` (on the gate's own clock and sleep)."""
