@@ -30,6 +30,7 @@ from multidict import CIMultiDict
 
 import suno_persona as sp
 from suno_persona import _transport
+from suno_persona.events import CallStarted
 from suno_persona.testing._limiters import Limiter, Verdict, retry_after_header
 
 KEY = "sk-simulated"
@@ -100,6 +101,8 @@ class Run:
     first_sent: dict[int, float] = attrs.Factory(dict)
     errors: Counter[str] = attrs.Factory(Counter)
     refused_at: list[float] = attrs.Factory(list)
+    admission_waits: list[float] = attrs.Factory(list)
+    """Per call of the client, by index: from its start to its first request's arrival."""
 
     @property
     def refusals_per_request(self) -> float:
@@ -255,6 +258,14 @@ def run(
     """
     outcome = Run(requests=requests)
     random.seed(seed)
+    started: dict[int, float] = {}
+
+    def on_start(event: object) -> None:
+        if isinstance(event, CallStarted):
+            started[int(event.request.name.rsplit("-", 1)[1])] = asyncio.get_running_loop().time()
+
+    if contender != "recipe":
+        options["event_hooks"] = [*options.get("event_hooks", ()), on_start]
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -279,6 +290,9 @@ def run(
         outcome.answers = server.answers
         outcome.refused_at = [t - began for t in server.refused_at]
         outcome.first_sent = {i: at - began for i, at in server.arrivals.items()}
+        outcome.admission_waits = [
+            server.arrivals[i] - started[i] - server.rtt / 2 for i in sorted(started)
+        ]
         for result in results:
             if isinstance(result, BaseException):
                 outcome.errors[type(result).__name__] += 1

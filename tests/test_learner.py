@@ -1,0 +1,145 @@
+"""The model of the limit (``_learner.LimitModel``), fed answers by hand on a made-up clock."""
+
+from __future__ import annotations
+
+import math
+import tracemalloc
+
+import pytest
+
+from suno_persona._learner import LimitModel
+
+
+def model() -> LimitModel:
+    return LimitModel(interval=1.0, min_rate=1.0)
+
+
+def feed(lm, accept, *, until, pace_of=None, start=0.0, latency=0.003):
+    """Sends paced by the model (or at ``pace_of`` when unpaced), each answered by
+    ``accept(now)``; returns the changes the model made."""
+    now, changes = start, []
+    while now < until:
+        rate = lm.pace(now) or pace_of
+        lm.sent(now)
+        if accept(now):
+            change = lm.accepted(now + latency, now, 1)
+        else:
+            change = lm.refused(now + latency, now, 1)
+        if change is not None:
+            changes.append(change)
+        now += 1 / rate
+    return changes
+
+
+def bucket(rate, burst=10):
+    state = {"tokens": float(burst), "at": 0.0}
+
+    def accept(now):
+        state["tokens"] = min(burst, state["tokens"] + (now - state["at"]) * rate)
+        state["at"] = now
+        if state["tokens"] >= 1:
+            state["tokens"] -= 1
+            return True
+        return False
+
+    return accept
+
+
+class TestWhatRefusalsMean:
+    def test_no_429_no_limit(self):
+        """Answers all accepted: nothing is learned, nothing paced."""
+        lm = model()
+        assert feed(lm, lambda _n: True, until=3, pace_of=200) == []
+        assert lm.pace(3) is None
+        assert not lm.known
+
+    def test_a_rate_limit_is_found_from_what_was_accepted(self):
+        """A 50/s bucket hit at 200/s: the estimate lands near 50, not on the start-up burst."""
+        lm = model()
+        changes = feed(lm, bucket(50), until=4, pace_of=200)
+        assert changes[0].reason == "429s"
+        assert lm.estimate == pytest.approx(50, rel=0.15)
+
+    def test_random_refusals_are_noise(self):
+        """30% refused whatever the rate: a test shows it, nothing stays paced."""
+        lm = model()
+        flips = iter([False, True, True, False, True, True, True, False, True, True] * 1000)
+        changes = feed(lm, lambda _n: next(flips), until=5, pace_of=200)
+        assert changes[-1].reason == "random refusals"
+        assert lm.estimate is None
+        assert lm.noise == pytest.approx(0.3, abs=0.1)
+
+    def test_a_concurrency_limit_is_a_cap(self):
+        """Refusals only of requests sent with more than 8 in flight: a cap of about 8."""
+        lm = model()
+        now = 0.0
+        for _ in range(400):
+            for in_flight in range(1, 13):
+                if in_flight <= 8:
+                    lm.accepted(now + 0.25, now, in_flight)
+                else:
+                    lm.refused(now + 0.001, now, in_flight)
+            now += 0.01
+        assert lm.cap is not None
+        assert 7 <= lm.cap <= 9
+
+    def test_a_spent_window_is_refusals_in_a_row_and_nothing_accepted(self):
+        """Four 429s in a row and no accept for a while: spent; an accept ends it."""
+        lm = model()
+        feed(lm, lambda _n: True, until=1, pace_of=50)
+        for i in range(4):
+            lm.refused(1.0 + i * 0.02, 1.0 + i * 0.02, 1)
+        assert lm.spent(1.2)
+        lm.accepted(1.21, 1.2, 1)
+        assert not lm.spent(1.21)
+
+    def test_noise_needs_a_longer_run_to_look_spent(self):
+        """With 30% noise learned, four 429s in a row are the noise's, not a spent window."""
+        lm = model()
+        lm.noise = 0.3
+        lm.accepted(0.99, 0.99, 1)
+        for i in range(4):
+            lm.refused(1.0 + i * 0.001, 1.0, 1)
+        assert not lm.spent(1.01)
+
+    def test_a_spent_window_teaches_its_quota(self):
+        """100 accepted, then the window is spent with 4 s to go: pace 100 per 4 s."""
+        lm = model()
+        for i in range(100):
+            lm.accepted(i * 0.001, i * 0.001, 1)
+        change = lm.window_spent(0.2, 4.0)
+        assert change is not None
+        assert lm.estimate == pytest.approx(25)
+        assert lm.burst == 100
+
+
+class TestProbing:
+    def test_a_probe_that_finds_more_lifts_the_estimate(self):
+        """The limit rose from 20/s to 100/s: probes above the estimate find it."""
+        lm = model()
+        lm.seed(20.0, 0.0)
+        feed(lm, bucket(100), until=15, start=0.0)
+        assert lm.estimate > 40
+
+    def test_a_probe_refused_keeps_the_estimate_and_comes_less_often(self):
+        """At the limit, a probe is refused: the estimate stays, the cycle doubles."""
+        lm = model()
+        lm.seed(50.0, 0.0)
+        feed(lm, bucket(50, burst=2), until=8, start=0.0)
+        assert lm.estimate == pytest.approx(50, rel=0.1)
+        assert lm._cycle > 8
+
+
+def test_memory_is_constant_in_requests():
+    """A long run of answers grows nothing: the model counts in a fixed ring."""
+    lm = model()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for i in range(1000, 101_000):
+            lm.accepted(i * 0.001, i * 0.001, 1 + i % 7)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert sum(s.size_diff for s in after.compare_to(before, "filename")) < 16 * 1024
+    assert math.isinf(lm._judged.since) or lm._judged.since >= 0

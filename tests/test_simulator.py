@@ -1,0 +1,165 @@
+"""Every limiter family against the whole client, on virtual time (``tests/simulator.py``).
+
+Each run is the issue's measurement in miniature: the default client, 32 callers,
+``RetryPolicy(max_attempts=50, max_delay=10)``, against ``throttle=None`` and the usual recipe
+(aiohttp-style calls under tenacity's backoff and a semaphore), on the same server model.
+Runs are deterministic, so a bound here is a regression line, not a statistic; the real-time
+numbers, over repeated runs, are the benchmarks' (``python -m benchmarks.run --suite shapes``).
+
+The bounds are the issue's targets where the model meets them. Where it does not yet (a
+whole-second ``Retry-After`` on one-second windows, 429s at the start-up of a rate limit),
+the bound is what it does today, written down so that no change makes it worse, and the
+gap is stated in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+from simulator import run
+
+from suno_persona.testing import _limiters as shapes
+
+START = 0.37  # a phase inside a one-second window, as a real run has
+
+
+def ideal(factory, requests):
+    return factory(START).ideal(requests, START)
+
+
+def contenders(factory, requests=300, **options):
+    client = run(factory, "client", requests=requests, start=START, **options)
+    unthrottled = run(factory, "none", requests=requests, start=START)
+    recipe = run(factory, "recipe", requests=requests, start=START)
+    for result in (client, unthrottled, recipe):
+        assert result.succeeded == requests, result.errors  # nothing lost, by anyone
+    return client, unthrottled, recipe
+
+
+def time_target(factory, requests, unthrottled, recipe):
+    """The issue's: <= max(1.10 x ideal, 1.05 x the faster of throttle=None and the recipe)."""
+    return max(1.10 * ideal(factory, requests), 1.05 * min(unthrottled.seconds, recipe.seconds))
+
+
+@pytest.mark.parametrize(
+    ("factory", "requests", "refusals"),
+    [
+        pytest.param(lambda _s: shapes.TokenBucket(50, 10), 300, 0.15, id="bucket-50"),
+        pytest.param(
+            lambda _s: shapes.TokenBucket(50, 10, retry_after=True), 300, 0.15, id="bucket-50-ra"
+        ),
+        pytest.param(lambda _s: shapes.TokenBucket(400, 10), 2000, 0.05, id="bucket-400"),
+        pytest.param(lambda _s: shapes.FixedWindow(100, 5.0), 300, 0.15, id="quota"),  # see below
+        pytest.param(lambda _s: shapes.SlidingLog(50, 1.0), 300, 0.2, id="sliding-log"),
+        pytest.param(lambda _s: shapes.DenialCounting(50, 1.0), 300, 0.2, id="denial-counting"),
+        pytest.param(lambda _s: shapes.ConcurrencyLimit(8, 0.25), 300, 0.1, id="concurrency"),
+    ],
+)
+def test_a_real_limit_is_met_in_time_with_few_429s(factory, requests, refusals):
+    """Within the time target, and fewer 429s than sending without a throttle (for a quota,
+    whose spent windows cost the requests then in flight, about as few)."""
+    client, unthrottled, recipe = contenders(factory, requests)
+    assert client.seconds <= time_target(factory, requests, unthrottled, recipe)
+    assert client.refusals_per_request <= refusals
+    assert client.refusals_per_request < unthrottled.refusals_per_request
+
+
+@pytest.mark.parametrize("retry_after", [None, 1.0], ids=["no-retry-after", "retry-after-1"])
+def test_random_refusals_cost_no_throughput(retry_after):
+    """30% refused at random, no real limit: the refusals do not respond to the rate, so
+    they lower nothing, and the client is no slower than sending without a throttle (the
+    issue's bound is 1.10 x). v0.2 took ~100 s for these 300 calls."""
+    factory = lambda _s: shapes.RandomRefusals(0.3, retry_after=retry_after, seed=3)  # noqa: E731
+    client, unthrottled, _ = contenders(factory)
+    assert client.seconds <= 1.10 * unthrottled.seconds
+
+
+def test_an_announced_quota_is_spent_then_waited_for_without_429s():
+    """A quota announced in RateLimit headers: each window's quota at once, no 429."""
+    factory = lambda _s: shapes.FixedWindow(100, 5.0, headers=True)  # noqa: E731
+    client, unthrottled, recipe = contenders(factory)
+    assert client.seconds <= time_target(factory, 300, unthrottled, recipe)
+    assert client.refusals_per_request <= 0.02
+
+
+def test_a_concurrency_limit_is_learned_as_a_cap():
+    """nginx limit_conn 8: the 429s fell on requests sent with more than 8 in flight."""
+    factory = lambda _s: shapes.ConcurrencyLimit(8, 0.25)  # noqa: E731
+    client, unthrottled, _ = contenders(factory)
+    assert client.seconds < unthrottled.seconds
+    assert client.refusals_per_request < unthrottled.refusals_per_request / 4
+
+
+@pytest.mark.parametrize(
+    ("factory", "requests", "slowest"),
+    [
+        pytest.param(lambda _s: shapes.FixedWindow(50, 1.0), 300, 1.5, id="fixed-window"),
+        pytest.param(
+            lambda _s: shapes.DenialCounting(50, 1.0, retry_after=1.0),
+            300,
+            1.6,
+            id="denial-counting-ra",
+        ),
+        pytest.param(
+            lambda s: shapes.ChangingLimit([(50, 4), (10, 4), (100, 4)], start=s, retry_after=True),
+            650,
+            1.55,
+            id="changing",
+        ),
+    ],
+)
+def test_the_shapes_still_short_of_the_target_do_not_regress(factory, requests, slowest):
+    """Whole-second Retry-After on one-second windows, and a limit that changes: no 429
+    storm, and no slower than today (see the module docstring)."""
+    client, unthrottled, _ = contenders(factory, requests)
+    assert client.seconds <= slowest * ideal(factory, requests)
+    assert client.refusals_per_request <= 0.2
+    assert client.refusals_per_request < unthrottled.refusals_per_request / 2
+
+
+def test_a_slow_api_is_not_throttled_by_its_latency():
+    """No limit, 0.2 s per answer: as fast as sending without a throttle (within 5%)."""
+    factory = lambda _s: shapes.Slow(0.2)  # noqa: E731
+    client, unthrottled, _ = contenders(factory, 200)
+    assert client.seconds <= 1.05 * unthrottled.seconds
+
+
+def test_a_maintenance_window_costs_few_requests():
+    """455 for 2 s: one probe at a time, done soon after the window."""
+    factory = lambda s: shapes.Maintenance(s, 2.0)  # noqa: E731
+    client = run(factory, "client", requests=100, callers=50, start=START)
+    assert client.succeeded == 100
+    assert client.answers[455] <= 60
+    assert client.seconds <= 2.0 + 1.5
+
+
+def test_four_processes_without_a_shared_store():
+    """Four clients on one key, no store, a 50/s bucket: each learns the limit alone. The
+    issue's target is 0.10 429s per request; today's is a regression line (see the module
+    docstring), and sending without a throttle does several times worse."""
+    factory = lambda _s: shapes.TokenBucket(50, 10)  # noqa: E731
+    fleet = run(factory, "client", requests=400, start=START, processes=4)
+    unthrottled = run(factory, "none", requests=400, start=START, processes=4)
+    assert fleet.succeeded == 400
+    assert fleet.seconds <= 1.7 * ideal(factory, 400)
+    assert fleet.refusals_per_request <= 0.3
+    assert fleet.refusals_per_request < unthrottled.refusals_per_request / 2
+
+
+def test_sixty_four_callers_are_served_first_come_first_served():
+    """A web app sharing one client across 64 connections against a 50/s limit: every
+    request waits about as long as every other (p99 admission wait <= 1.5 x the mean)."""
+    factory = lambda _s: shapes.TokenBucket(50, 10)  # noqa: E731
+    result = run(factory, "client", requests=640, callers=64, start=START)
+    assert result.succeeded == 640
+    waits = sorted(result.admission_waits[64:])  # past the first wave
+    mean = sum(waits) / len(waits)
+    p99 = waits[int(0.99 * (len(waits) - 1))]
+    assert p99 <= 1.5 * mean
+
+
+def test_a_run_repeats_exactly():
+    """The same seed gives the same run: the simulator is a regression instrument."""
+    factory = lambda _s: shapes.TokenBucket(50, 10)  # noqa: E731
+    first = run(factory, "client", requests=100, seed=5)
+    second = run(factory, "client", requests=100, seed=5)
+    assert (first.seconds, first.answers) == (second.seconds, second.answers)
