@@ -239,8 +239,10 @@ class LimitModel:
         if self._judged.since == math.inf:
             self._judged = _Tally(sent_at)
         for tally in (self._judged, self._test, self._probe):
-            if tally is not None and sent_at > tally.since and (
-                tally is not self._probe or sent_at < self._probe_end
+            if (
+                tally is not None
+                and sent_at > tally.since
+                and (tally is not self._probe or sent_at < self._probe_end)
             ):
                 if refused:
                     tally.refused += 1
@@ -260,12 +262,12 @@ class LimitModel:
             overwhelming = judged.refused >= _TEST_ANSWERS / 2 and share >= _CLEAR
             above = share - self.noise > max(_MARGIN, 3 * _spread(share, judged.answers))
             if above and (overwhelming or now - judged.since >= self._interval / 4):
-                return self._start_test(now, share)
+                return self._start_test(now)
         return None
 
     # --- a test: do the refusals respond to the rate? ----------------------------------
 
-    def _start_test(self, now: float, share: float) -> RateChange | None:
+    def _start_test(self, now: float) -> RateChange | None:
         candidate = self._delivery_rate(now)
         young = now - self._first
         if young < self._interval:
@@ -311,7 +313,6 @@ class LimitModel:
         held_back = self._test_share is None and sent_rate >= _HELD * old and test.refused == 0
         if share < _CLEAR and elapsed < self._interval / 4 and not held_back:
             return None
-        spread = _spread(share, test.answers)
         # What the API took: the median over the buckets that held a 429 resists a burst
         # a token bucket stored while a test before was below its rate.
         accepted_rate = min(test.accepted / elapsed, self._delivery_rate(now))

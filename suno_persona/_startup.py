@@ -28,7 +28,15 @@ class Ramp:
         grace: Seconds after the first send before the window doubles with time.
     """
 
-    __slots__ = ("_answered_at", "_doubled_at", "_grace", "_maximum", "_share", "_successes", "window")
+    __slots__ = (
+        "_answered_at",
+        "_doubled_at",
+        "_grace",
+        "_maximum",
+        "_share",
+        "_successes",
+        "window",
+    )
 
     def __init__(self, initial: int, maximum: int, *, grace: float = GRACE) -> None:
         self.window: int | None = initial if initial < maximum else None

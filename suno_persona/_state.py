@@ -319,7 +319,7 @@ class LocalState:
             sharer._refresh()  # noqa: SLF001 - same class
         return changed
 
-    def _report(
+    def _report(  # noqa: PLR0917 - the answer's facts, in the order report() has them
         self,
         answer: Answer,
         retry_after: float | None,
@@ -328,7 +328,9 @@ class LocalState:
         probe: bool,
         in_flight: int,
     ) -> bool:
-        adopted = retry_after if retry_after is not None and retry_after <= self._max_pause else None
+        adopted = (
+            retry_after if retry_after is not None and retry_after <= self._max_pause else None
+        )
         if answer is Answer.MAINTENANCE:
             if self._breaker.maintenance(now, adopted, probe=probe):
                 self._emit(BreakerOpened(next_probe_in=self._breaker.next_probe_at - now))

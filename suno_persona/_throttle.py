@@ -220,6 +220,7 @@ class Throttle:
         state: ThrottleState | None = None,
         in_flight_of: Throttle | None = None,
     ) -> None:
+        self.places: _Places
         self.policy = policy
         self._in_flight_of = in_flight_of
         self.clock = clock
@@ -249,8 +250,9 @@ class Throttle:
             self._ramp = None
             self._fleet_initial = None
         primary = self._in_flight_of
-        self._places = _Places(self._max_concurrency) if primary is None else primary._places  # noqa: SLF001 - same class
-        self._places.gates.append(self)
+        places = _Places(self._max_concurrency) if primary is None else primary.places
+        self.places = places
+        places.gates.append(self)
         self._queue: collections.deque[_Waiter] = collections.deque()
         self._deadlines: list[tuple[float, int, _Waiter]] = []
         self._order = itertools.count()
@@ -273,7 +275,7 @@ class Throttle:
     @property
     def in_flight(self) -> int:
         """Requests let through and not yet left (by every gate sharing the places)."""
-        return self._places.count
+        return self.places.count
 
     @property
     def waiting(self) -> int:
@@ -302,7 +304,7 @@ class Throttle:
             return None
         if not self._room():
             return None
-        places = self._places
+        places = self.places
         places.count += 1
         seq = 0
         if local is not None:
@@ -340,9 +342,13 @@ class Throttle:
     def leave(self, passage: Pass) -> None:
         """The request is over: give its place back; a send that reported nothing is released."""
         try:
-            if not passage.reported and self.state is not None:
-                if self.state.release(passage.decision, self.clock()):
-                    self.notify()
+            state = self.state
+            if (
+                not passage.reported
+                and state is not None
+                and state.release(passage.decision, self.clock())
+            ):
+                self.notify()
         finally:
             self._give_place()
 
@@ -372,7 +378,7 @@ class Throttle:
 
         Those of every gate sharing the places too: they may share a breaker.
         """
-        for gate in self._places.gates:
+        for gate in self.places.gates:
             gate._pump()  # noqa: SLF001 - same class
 
     def register(self) -> None:
@@ -427,7 +433,7 @@ class Throttle:
 
     def _room(self) -> bool:
         """Whether one more request may be in flight."""
-        places = self._places
+        places = self.places
         limit = places.limit
         ramp = self._ramp
         if ramp is not None and ramp.window is not None:
@@ -475,7 +481,7 @@ class Throttle:
         self._pump()
 
     def _give_place(self) -> None:
-        places = self._places
+        places = self.places
         places.count -= 1
         for gate in places.gates:
             gate._pump()  # noqa: SLF001 - same class
@@ -536,7 +542,7 @@ class Throttle:
                 if local.limited and self._ramp is not None:
                     self._ramp = None
             queue.popleft()
-            places = self._places
+            places = self.places
             places.count += 1
             if self._ramp is not None:
                 self._ramp.started(now)
@@ -562,8 +568,10 @@ class Throttle:
                 self._local.release(waiter.reserved, now)
 
     def _blocked(self, now: float) -> bool:
-        """The head must wait: fail the waiters whose deadline has come, and look again when
-        the next one comes. ``True`` when the head itself was failed (look at the next)."""
+        """The head must wait: fail the waiters whose deadline came, then wake at the next.
+
+        Returns ``True`` when the head itself was failed (the next one is looked at).
+        """
         head = self._queue[0]
         self._expire(now)
         deadlines = self._deadlines

@@ -17,11 +17,7 @@ Validator = Callable[[object, "attrs.Attribute[Any]", Any], None]
 
 
 def _finite(value: object) -> bool:
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and 0 <= value < math.inf
-    )
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < math.inf
 
 
 def non_negative(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:

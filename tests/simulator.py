@@ -41,7 +41,7 @@ CLIENT_RETRY = sp.RetryPolicy(max_attempts=50, max_delay=10)
 """The retry policy of the measurements in the issue: 50 attempts, 10 s at most between."""
 
 
-class SimulationStuck(RuntimeError):
+class SimulationStuckError(RuntimeError):
     """Every task waits for something that no timer will bring: the run would hang."""
 
 
@@ -54,7 +54,7 @@ class _VirtualSelector(selectors.SelectSelector):
 
     def select(self, timeout: float | None = None) -> list[Any]:
         if timeout is None:
-            raise SimulationStuck("no task can make progress and no timer is set")
+            raise SimulationStuckError("no task can make progress and no timer is set")
         self.now += max(0.0, timeout)
         return []
 
@@ -190,8 +190,8 @@ def make_client(seed: int = 0, base_url: str = BASE_URL, **options: Any) -> sp.A
     """A client on the running virtual loop's clock, with seeded jitter."""
     options.setdefault("retry", CLIENT_RETRY)
     client = sp.AsyncPersonaClient(KEY, base_url=base_url, **options)
-    client._clock = asyncio.get_running_loop().time  # noqa: SLF001 - the simulation's clock
-    client._rng = random.Random(seed)  # noqa: S311, SLF001 - reproducible jitter
+    client._clock = asyncio.get_running_loop().time
+    client._rng = random.Random(seed)
     return client
 
 
@@ -206,11 +206,11 @@ async def _recipe_calls(server: Server, bodies: list[dict[str, str]], callers: i
     """aiohttp + tenacity's full-jitter backoff under a semaphore (the usual recipe)."""
     gate = asyncio.Semaphore(callers)
 
-    class Throttled(Exception):
+    class ThrottledError(Exception):
         pass
 
     @tenacity.retry(
-        retry=tenacity.retry_if_exception_type(Throttled),
+        retry=tenacity.retry_if_exception_type(ThrottledError),
         wait=tenacity.wait_random_exponential(multiplier=0.5, max=20),
         stop=tenacity.stop_after_attempt(20),
         reraise=True,
@@ -218,14 +218,14 @@ async def _recipe_calls(server: Server, bodies: list[dict[str, str]], callers: i
     async def create(index: int) -> str:
         status, _headers, body = await server.exchange(index)
         if status in {429, 455}:
-            raise Throttled
+            raise ThrottledError
         return str(json.loads(body)["data"]["persona_id"])
 
     async def call(body: dict[str, str]) -> Any:
         async with gate:
             try:
                 return await create(_index_of(json.dumps(body).encode()))
-            except Throttled as error:
+            except ThrottledError as error:
                 return error
 
     return await asyncio.gather(*map(call, bodies))

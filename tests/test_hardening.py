@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -22,9 +23,12 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import aiohttp
+import helpers
 import pytest
 from aiohttp import web
 from chaos_server import FAULTS, FLOOD_BYTES, Exchange, FaultServer, gzip_bomb
+from helpers import FIELDS, fast_retry, on_fake_time
+from helpers import SECRET_KEY as KEY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,17 +38,12 @@ from suno_persona._client import MAX_BODY_BYTES
 from suno_persona._retry import build_retrying
 from suno_persona.testing import PersonaEmulator
 
-KEY = "sk-SECRET-abc123"
-FIELDS = {"task_id": "task_1", "suno_id": "suno_1", "name": "Neon Siren"}
-FAST = sp.RetryPolicy(initial_delay=0.001, max_delay=0.05, max_attempts=3)
+FAST = fast_retry(max_delay=0.05, max_attempts=3)
 REQUEST = sp.PersonaRequest(**FIELDS)
 NOW = 1_700_000_000.0
 
 
-def client_for(base_url: str, **options) -> sp.AsyncPersonaClient:
-    options.setdefault("retry", FAST)
-    options.setdefault("timeout", 0.5)
-    return sp.AsyncPersonaClient(KEY, base_url=base_url, **options)
+client_for = functools.partial(helpers.client_for, key=KEY, retry=FAST, timeout=0.5)
 
 
 async def outcome(client: sp.AsyncPersonaClient, **fields) -> sp.Persona | Exception:
@@ -467,7 +466,7 @@ async def test_deadline_bounds_the_wait_for_the_learned_rate(server, fake_time):
     deadline fails at once as unsent instead of waiting."""
     policy = sp.RetryPolicy(deadline=0.1, initial_delay=0.001, max_delay=0.002)
     client = client_for(server.base_url, retry=policy)
-    client._clock, client._sleep = fake_time.clock, fake_time.sleep
+    on_fake_time(client, fake_time)
     async with client:
         await client.generate_persona(**FIELDS)
         client._throttle.state.seed(2.0, fake_time.now)  # one send every 0.5 s

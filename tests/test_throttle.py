@@ -27,7 +27,9 @@ FIELDS = {"task_id": "t", "suno_id": "s", "name": "n"}
 UNBOUNDED = Deadline()
 
 
-def make_gate(fake_time, events=None, *, max_pause=30.0, max_concurrency=None, state=None, **policy):
+def make_gate(
+    fake_time, events=None, *, max_pause=30.0, max_concurrency=None, state=None, **policy
+):
     return Throttle(
         sp.ThrottlePolicy(**policy),
         max_concurrency=max_concurrency,

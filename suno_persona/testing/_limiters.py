@@ -201,7 +201,7 @@ class ChangingLimit(TokenBucket):
 
     def ideal(self, requests: int, start: float) -> float:
         """The burst at once, then each phase's tokens."""
-        left, elapsed = requests - self.burst, 0.0
+        left, elapsed = float(requests - self.burst), 0.0
         for index, (rate, seconds) in enumerate(self.schedule):
             if index == len(self.schedule) - 1 or left <= rate * seconds:
                 return elapsed + max(0.0, left) / rate
@@ -354,7 +354,9 @@ class ConcurrencyLimit(_Base):
         retry_after: Seconds of ``Retry-After`` sent with each 429 (``None``: none).
     """
 
-    def __init__(self, limit: int, latency: float = 0.25, *, retry_after: float | None = None):
+    def __init__(
+        self, limit: int, latency: float = 0.25, *, retry_after: float | None = None
+    ) -> None:
         self.limit = limit
         self.latency = latency
         self.retry_after = retry_after
