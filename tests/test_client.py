@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import socket
 
 import aiohttp
+import helpers
 import pytest
 from aiohttp import web
+from helpers import FAST, FIELDS, KEY
 
 import suno_persona as sp
 from suno_persona.testing import PersonaEmulator
-
-KEY = "sk-test"
-FIELDS = {"task_id": "task_1", "suno_id": "suno_1", "name": "Neon Siren"}
-FAST = sp.RetryPolicy(initial_delay=0.001, max_delay=5)
 
 CODES = {
     401: sp.AuthenticationError,
@@ -53,9 +52,7 @@ def drop(holder: list[object]) -> None:
     gc.collect()
 
 
-def client_for(base_url: str, **options) -> sp.AsyncPersonaClient:
-    options.setdefault("retry", FAST)
-    return sp.AsyncPersonaClient(KEY, base_url=base_url, **options)
+client_for = functools.partial(helpers.client_for, retry=FAST)
 
 
 class TestAgainstTheEmulator:

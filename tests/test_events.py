@@ -7,29 +7,26 @@ only when it sleeps, so backoff and pauses cost nothing and ``elapsed`` is exact
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 
 import attrs
+import helpers
 import pytest
 from conftest import ENDPOINT, envelope
+from helpers import FIELDS, fast_retry
 
 import suno_persona as sp
 from suno_persona import events as ev
 from suno_persona.testing import PersonaEmulator
 
 KEY = "sk-secret-key-for-events"
-FIELDS = {"task_id": "task_1", "suno_id": "suno_1", "name": "Neon Siren"}
-FAST = sp.RetryPolicy(initial_delay=0.001, max_delay=5, max_attempts=3)
+FAST = fast_retry(max_attempts=3)
 LIMITED = (429, envelope(429, "slow down"), {"Retry-After": "0"})
 
 
-def client_for(base_url, fake_time=None, **options):
-    options.setdefault("retry", FAST)
-    client = sp.AsyncPersonaClient(KEY, base_url=base_url, **options)
-    if fake_time is not None:
-        client._clock, client._sleep = fake_time.clock, fake_time.sleep
-    return client
+client_for = functools.partial(helpers.client_for, key=KEY, retry=FAST)
 
 
 def free_port() -> int:
@@ -271,7 +268,7 @@ class TestEventSequence:
             (500, envelope(500, f"bad {KEY}")),
         ]
         seen: list[object] = []
-        policy = sp.RetryPolicy(initial_delay=0.001, max_delay=5, retry_server_errors=True)
+        policy = fast_retry(retry_server_errors=True)
         client = client_for(server.base_url, fake_time, retry=policy, event_hooks=[seen.append])
         async with client:
             await client.generate_persona(**FIELDS)

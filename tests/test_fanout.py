@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -10,14 +11,16 @@ import sys
 import tracemalloc
 from pathlib import Path
 
+import helpers
 import pytest
 from aiohttp import web
+from helpers import fast_retry
 
 import suno_persona as sp
 from suno_persona._fanout import as_completed, gather_in_order
 from suno_persona.testing import PersonaEmulator
 
-FAST = sp.RetryPolicy(initial_delay=0.001, max_delay=0.01)
+FAST = fast_retry(max_delay=0.01)
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,9 +43,7 @@ async def _emu():
         yield emulator
 
 
-def client_for(base_url: str, **options) -> sp.AsyncPersonaClient:
-    options.setdefault("retry", FAST)
-    return sp.AsyncPersonaClient("sk-test", base_url=base_url, **options)
+client_for = functools.partial(helpers.client_for, retry=FAST)
 
 
 def no_other_tasks() -> bool:
@@ -254,7 +255,7 @@ class TestConcurrencyCaps:
 
     async def test_attempt_counts_stay_exact_with_many_tasks(self, emu):
         """With a thousand calls in flight, each error reports exactly its own attempts."""
-        policy = sp.RetryPolicy(max_attempts=3, initial_delay=0.001, max_delay=0.002)
+        policy = fast_retry(max_attempts=3, max_delay=0.002)
         emu.fail_next(429, times=3000, retry_after=0)
         async with client_for(emu.base_url, retry=policy, throttle=None) as client:
             results = await client.generate_many(requests_for(1000), concurrency=1000)

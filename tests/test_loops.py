@@ -12,11 +12,10 @@ import warnings
 
 import aiohttp
 import pytest
+from helpers import FIELDS
+from helpers import SECRET_KEY as KEY
 
 import suno_persona as sp
-
-KEY = "sk-SECRET-abc123"
-FIELDS = {"task_id": "task_1", "suno_id": "suno_1", "name": "Neon Siren"}
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

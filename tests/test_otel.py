@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import ENDPOINT, envelope
+from helpers import FIELDS, fast_retry
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -22,8 +23,7 @@ from suno_persona import events as ev
 from suno_persona.otel import OpenTelemetryHook
 
 KEY = "sk-secret-key-for-otel"
-FIELDS = {"task_id": "task_1", "suno_id": "suno_1", "name": "Neon Siren"}
-FAST = sp.RetryPolicy(initial_delay=0.001, max_delay=5, max_attempts=3)
+FAST = fast_retry(max_attempts=3)
 LIMITED = (429, envelope(429, "slow down"), {"Retry-After": "0"})
 
 

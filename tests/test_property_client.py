@@ -10,14 +10,14 @@ import time
 import traceback
 
 from chaos_server import FAULTS, Exchange, FaultServer
+from helpers import FIELDS, fast_retry
+from helpers import SECRET_KEY as KEY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import suno_persona as sp
 
-KEY = "sk-SECRET-abc123"
-FIELDS = {"task_id": "task_1", "suno_id": "suno_1", "name": "Neon Siren"}
-POLICY = sp.RetryPolicy(initial_delay=0.001, max_delay=0.01, max_attempts=2, deadline=1.0)
+POLICY = fast_retry(max_delay=0.01, max_attempts=2, deadline=1.0)
 BOUND = POLICY.deadline + 1.0  # the deadline, plus generous slack for a busy machine
 
 

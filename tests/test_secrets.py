@@ -9,12 +9,12 @@ import traceback
 
 import pytest
 from chaos_server import FaultServer
+from helpers import FIELDS, fast_retry
+from helpers import SECRET_KEY as KEY
 
 import suno_persona as sp
 
-KEY = "sk-SECRET-abc123"
-FIELDS = {"task_id": "task_1", "suno_id": "suno_1", "name": "Neon Siren"}
-FAST = sp.RetryPolicy(initial_delay=0.001, max_delay=0.05, max_attempts=2)
+FAST = fast_retry(max_delay=0.05, max_attempts=2)
 
 
 def closed_port() -> int:

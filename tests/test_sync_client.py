@@ -20,14 +20,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from helpers import FIELDS, KEY
 from threaded_emulator import ThreadedEmulator
 
 import suno_persona as sp
 from suno_persona.events import CallFinished, CallStarted, Event
 
-KEY = "sk-test"
 SECRET = "sk-SECRET-sync-0123"
-FIELDS = {"task_id": "task_1", "suno_id": "suno_1", "name": "Neon Siren"}
 
 
 @pytest.fixture(name="emulators")

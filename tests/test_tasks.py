@@ -7,12 +7,13 @@ import asyncio
 import itertools
 import random
 
+import helpers
 import pytest
+from helpers import KEY
 
 import suno_persona as sp
 from suno_persona.testing import PersonaEmulator
 
-KEY = "sk-test"
 TASK_PATH = "/api/v1/client/job/TaskInfo"
 PERSONA_PATH = "/api/v1/client/job/suno-persona-generate"
 
@@ -25,8 +26,7 @@ async def _emu(fake_time):
 
 
 def client_for(emu: PersonaEmulator, fake_time, **options) -> sp.AsyncPersonaClient:
-    client = sp.AsyncPersonaClient(KEY, base_url=emu.base_url, **options)
-    client._clock, client._sleep = fake_time.clock, fake_time.sleep
+    client = helpers.client_for(emu.base_url, fake_time, **options)
     client._rng = random.Random(7)
     return client
 
@@ -150,8 +150,7 @@ class TestWaitForTask:
             (200, {"code": 200, "message": "success", "data": running}),
             (200, {"code": 200, "message": "success", "data": done}),
         ]
-        client = sp.AsyncPersonaClient(KEY, base_url=server.base_url)
-        client._clock, client._sleep = fake_time.clock, fake_time.sleep
+        client = helpers.client_for(server.base_url, fake_time)
         async with client:
             task = await client.wait_for_task("t1", poll_interval=15)
         assert task.status is sp.TaskStatus.SUCCESS

@@ -6,10 +6,12 @@ maintenance breaker) and what they do not (the rate and the Retry-After pause)."
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from typing import Any
 
 import aiohttp
+import helpers
 import pytest
 from aiohttp import web
 from conftest import envelope
@@ -29,10 +31,7 @@ def ok(data: Any) -> tuple[int, dict[str, Any]]:
     return 200, {"code": 200, "message": "success", "data": data}
 
 
-def client_for(base_url: str, fake_time, **options: Any) -> sp.AsyncPersonaClient:
-    client = sp.AsyncPersonaClient(KEY, base_url=base_url, **options)
-    client._clock, client._sleep = fake_time.clock, fake_time.sleep
-    return client
+client_for = functools.partial(helpers.client_for, key=KEY)
 
 
 def at(fake_time, reply: Any, times: list[float]):

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 import yarl
 from aioresponses import aioresponses
+from helpers import FIELDS, client_for
 from multidict import CIMultiDict, CIMultiDictProxy
 
 import suno_persona as sp
@@ -17,7 +18,6 @@ from suno_persona import _transport
 
 BASE = "https://api.example.test"
 URL = BASE + "/api/v1/client/job/suno-persona-generate"
-FIELDS = {"task_id": "task_1", "suno_id": "suno_1", "name": "Neon Siren"}
 OK = {"code": 200, "message": "success", "data": {"persona_id": "persona_1"}}
 
 
@@ -30,9 +30,7 @@ def _mocked():
 
 @pytest.fixture(name="client")
 async def _client(fake_time):
-    client = sp.AsyncPersonaClient(api_key="sk-secret-key", base_url=BASE)
-    client._sleep = fake_time.sleep
-    client._clock = fake_time.clock
+    client = client_for(BASE, fake_time, key="sk-secret-key")
     yield client
     await client.close()
 
