@@ -260,7 +260,9 @@ class LimitModel:
         if judged.refused >= _MIN_REFUSED:
             share = judged.share()
             overwhelming = judged.refused >= _TEST_ANSWERS / 2 and share >= _CLEAR
-            above = share - self.noise > max(_MARGIN, 3 * _spread(share, judged.answers))
+            # With noise learned, only a share clearly above it is news.
+            spread = 3 * _spread(share, judged.answers) if self.noise else 0.0
+            above = share - self.noise > max(_MARGIN, spread)
             if above and (overwhelming or now - judged.since >= self._interval / 4):
                 return self._start_test(now)
         return None
