@@ -596,3 +596,20 @@ class TestOnFakeTime:
         assert all(isinstance(r, sp.Persona) for r in others)
         refused_at = emu.requests[0].timestamp
         assert min(r.timestamp for r in emu.requests[1:]) - refused_at >= 5
+
+
+async def test_the_emulator_announces_its_limit_and_the_client_reads_it():
+    """With rate_limit_headers, the emulator sends RateLimit-Policy and RateLimit; the
+    client's events say the rate came from headers, and no send goes into an empty bucket."""
+    events = []
+    async with PersonaEmulator(rate_limit=20, burst=5, rate_limit_headers=True) as emu:
+        async with sp.AsyncPersonaClient(
+            "sk-test", base_url=emu.base_url, event_hooks=[events.append]
+        ) as client:
+            results = await client.generate_many(
+                [{**FIELDS, "suno_id": f"s{i}"} for i in range(20)], concurrency=8
+            )
+    assert all(isinstance(r, sp.Persona) for r in results)
+    assert any(isinstance(e, RateChanged) and e.reason == "headers" for e in events)
+    refused = sum(r.code == 429 for r in emu.requests)
+    assert refused <= 0.1 * 20

@@ -57,6 +57,8 @@ class Reply:
     message: str
     data: dict[str, Any] | None = None
     retry_after: int | None = None
+    quota: tuple[int, int] | None = None
+    """RateLimit fields to announce, when the emulator does: (remaining, seconds to reset)."""
 
 
 @attrs.define

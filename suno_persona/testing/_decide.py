@@ -15,6 +15,8 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+import attrs
+
 from suno_persona import PersonaRequest, RequestValidationError
 from suno_persona.testing._answers import (
     MESSAGES,
@@ -54,6 +56,7 @@ class Decisions:
     _fail_codes: tuple[int, ...]
     _rate_limit: float | None
     _burst: int
+    _rate_limit_headers: bool
     _by_pair: dict[tuple[str, str], str]
     _buckets: dict[tuple[int, str], Bucket]
     _faults: dict[str, collections.deque[Fault]]
@@ -75,7 +78,10 @@ class Decisions:
             payload, is_json = None, False
         else:
             is_json = True
+        self._announce: tuple[int, int] | None = None
         reply = self._decide(method, path, headers, payload, is_json=is_json, task_id=task_id)
+        if self._announce is not None and reply.quota is None:
+            reply = attrs.evolve(reply, quota=self._announce)
         self.requests.append(
             RecordedRequest(
                 method=method,
@@ -146,6 +152,10 @@ class Decisions:
                 (key_index, resource), Bucket(float(self._burst), now)
             )
             wait = bucket.take(now, self._rate_limit, self._burst)
+            if self._rate_limit_headers:
+                # The bucket as a quota: whole tokens left, and the seconds until it is full.
+                full = (self._burst - bucket.tokens) / self._rate_limit
+                self._announce = (int(bucket.tokens), math.ceil(full))
             if wait is not None:
                 return Reply(429, MESSAGES[429], retry_after=max(1, math.ceil(wait)))
         return None

@@ -89,6 +89,9 @@ class PersonaEmulator(Decisions):
         latency: Seconds to wait before each answer, or a zero-argument callable
             returning them (called once per request).
         retry_after: Whether 429 and 455 answers carry a ``Retry-After`` header.
+        rate_limit_headers: Whether answers announce the rate limit in the IETF draft's
+            ``RateLimit-Policy`` (``q`` = ``burst`` per ``w`` = the seconds to refill it) and
+            ``RateLimit`` fields (``r`` = whole tokens left, ``t`` = seconds until full).
         errors_in_http_status: ``True`` sends each error with the HTTP status equal to its
             code; ``False`` sends every answer as HTTP 200, the code only in the body.
         host: The address to listen on.
@@ -120,6 +123,7 @@ class PersonaEmulator(Decisions):
         credits: int | None = None,  # noqa: A002  (the option's documented name)
         latency: float | Callable[[], float] = 0.0,
         retry_after: bool = True,
+        rate_limit_headers: bool = False,
         errors_in_http_status: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -159,6 +163,7 @@ class PersonaEmulator(Decisions):
         self._clock = clock
         self._sleep = sleep
         self._retry_after = retry_after
+        self._rate_limit_headers = rate_limit_headers
         self._errors_in_http_status = errors_in_http_status
         self._host = host
         self._port = port
@@ -346,6 +351,11 @@ class PersonaEmulator(Decisions):
         headers = {}
         if reply.retry_after is not None and self._retry_after:
             headers["Retry-After"] = str(reply.retry_after)
+        if reply.quota is not None and self._rate_limit is not None:
+            remaining, reset = reply.quota
+            window = max(1, math.ceil(self._burst / self._rate_limit))
+            headers["RateLimit-Policy"] = f'"default";q={self._burst};w={window}'
+            headers["RateLimit"] = f'"default";r={remaining};t={reset}'
         status = reply.code if self._errors_in_http_status else 200
         reason = REASONS.get(status) or _reason_phrase(status)
         return web.json_response(envelope, status=status, reason=reason, headers=headers)
