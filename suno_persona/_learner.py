@@ -47,6 +47,7 @@ _PROBE_GAIN = 1.25
 _DRAIN_GAIN = 0.8
 _CRUISE_GAIN = 0.98
 _GAIN_MAX = 5.0
+_PROBE_FOUND = 1.5
 _CYCLE_MIN = 8
 _CYCLE_MAX = 32
 _PROBE_FILLED = 1.12  # the callers sent at least this much above the pace during a probe
@@ -388,7 +389,10 @@ class LimitModel:
             return None
         took = probe.accepted / max(min(now, self._probe_end) - probe.since, self._interval / 4)
         change = None
-        if took > estimate * (1 + _MARGIN):
+        # A probe refused at its end took the burst a token bucket stored while the pace
+        # was below its rate: only much more than the estimate is news then.
+        found = _PROBE_FOUND if refused else 1 + _MARGIN
+        if took > estimate * found:
             self.estimate = took
             change = RateChange(estimate, took, "probe")
         if refused:

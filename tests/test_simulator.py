@@ -102,7 +102,7 @@ def test_a_concurrency_limit_is_learned_as_a_cap():
         pytest.param(
             lambda s: shapes.ChangingLimit([(50, 4), (10, 4), (100, 4)], start=s, retry_after=True),
             650,
-            1.55,
+            1.7,
             id="changing",
         ),
     ],
