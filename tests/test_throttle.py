@@ -603,9 +603,10 @@ async def test_the_emulator_announces_its_limit_and_the_client_reads_it():
     client's events say the rate came from headers, and no send goes into an empty bucket."""
     events = []
     async with PersonaEmulator(rate_limit=20, burst=5, rate_limit_headers=True) as emu:
-        async with sp.AsyncPersonaClient(
+        client = sp.AsyncPersonaClient(
             "sk-test", base_url=emu.base_url, event_hooks=[events.append]
-        ) as client:
+        )
+        async with client:
             results = await client.generate_many(
                 [{**FIELDS, "suno_id": f"s{i}"} for i in range(20)], concurrency=8
             )
