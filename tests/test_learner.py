@@ -8,6 +8,7 @@ import tracemalloc
 import pytest
 
 from suno_persona._learner import LimitModel
+from suno_persona.testing._limiters import TokenBucket
 
 
 def model() -> LimitModel:
@@ -32,17 +33,9 @@ def feed(lm, accept, *, until, pace_of=None, start=0.0, latency=0.003):
 
 
 def bucket(rate, burst=10):
-    state = {"tokens": float(burst), "at": 0.0}
-
-    def accept(now):
-        state["tokens"] = min(burst, state["tokens"] + (now - state["at"]) * rate)
-        state["at"] = now
-        if state["tokens"] >= 1:
-            state["tokens"] -= 1
-            return True
-        return False
-
-    return accept
+    """``accept(now)`` of a token bucket: the limiter model the simulator uses."""
+    limiter = TokenBucket(rate, burst)
+    return lambda now: limiter.arrive(now).accepted
 
 
 class TestWhatRefusalsMean:
