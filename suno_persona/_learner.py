@@ -48,6 +48,7 @@ _DRAIN_GAIN = 0.8
 _CRUISE_GAIN = 0.98
 _GAIN_MAX = 5.0
 _PROBE_FOUND = 1.5
+_CUT_MAX = 0.5  # a test lowers its candidate by at most this factor
 _CYCLE_MIN = 8
 _CYCLE_MAX = 32
 _PROBE_FILLED = 1.12  # the callers sent at least this much above the pace during a probe
@@ -122,6 +123,7 @@ class LimitModel:
         self.burst = 0
         """Sends a learned window lets go at once, at its reset (0: the usual pacing)."""
         self._since_spent = 0
+        self._open_from = math.inf  # the first accepted answer since a window was spent
         self._accepted_total = 0
         self.changes = 0
         """How many times the pace was lowered: a slot reserved before is stale."""
@@ -138,6 +140,7 @@ class LimitModel:
         self._probe_end = math.inf
         self._in_a_row = 0
         self._last_accepted = -math.inf
+        self._last_refused = -math.inf
         self._levels_accepted = [0] * _CAP_LEVELS
         self._levels_refused = [0] * _CAP_LEVELS
         self._cap_trial_at = math.inf
@@ -185,6 +188,7 @@ class LimitModel:
         window = max(retry_after, self._interval)
         quota = self._since_spent
         self._since_spent = 0
+        self._open_from = math.inf
         self._test = None
         self._settle(now)
         if quota <= 0:
@@ -194,6 +198,36 @@ class LimitModel:
         self.changes += 1
         self._restart_cycle(now + retry_after)
         return RateChange(old, self.estimate, "429s")
+
+    def window_reopened(self, now: float) -> RateChange | None:
+        """A spent window with no ``Retry-After`` took a request again: pace to its quota.
+
+        The quota is what the API accepted from the first acceptance after the last spent
+        window (or the start) until it was spent; the window is the time from that first
+        acceptance to the reopening, taken halfway between the last refusal and now. A
+        sliding log or a limiter counting its denials gives back its quota one window after
+        it took it: knocking found when that was. A limit found before is lowered by half
+        at most (a short opening says little), and never raised.
+        """
+        reopened = (max(self._last_refused, self._open_from) + now) / 2
+        quota, window = self._since_spent, reopened - self._open_from
+        self._since_spent = 0
+        self._open_from = math.inf
+        if quota <= 0 or not 0 < window < math.inf:
+            return None
+        old = self.pace(now)
+        rate = max(self._min_rate, quota / window)
+        known = self.estimate
+        if known is not None:
+            # No more than a halving of a limit found: a short opening says little.
+            rate = min(max(rate, _CUT_MAX * known), known)
+        self._test = None
+        self._settle(now)
+        self.estimate = rate
+        self.burst = 0  # a sliding log, or denials counted: no burst is safe
+        self.changes += 1
+        self._restart_cycle(now)
+        return RateChange(old, rate, "429s")
 
     def _run_of_noise(self) -> int:
         """Refusals in a row that the noise would give less than once in 10,000 sends."""
@@ -221,6 +255,8 @@ class LimitModel:
         """The API processed a request sent at ``sent_at`` with ``in_flight`` in flight."""
         self._count(now, refused=False)
         self._since_spent += 1
+        if self._open_from == math.inf:
+            self._open_from = now
         self._accepted_total += 1
         self._in_a_row = 0
         self._last_accepted = now
@@ -231,6 +267,7 @@ class LimitModel:
         """The API refused (429) a request sent at ``sent_at`` with ``in_flight`` in flight."""
         self._count(now, refused=True)
         self._in_a_row += 1
+        self._last_refused = now
         self._levels_refused[min(in_flight, _CAP_LEVELS - 1)] += 1
         if self.cap is not None and in_flight <= self.cap:
             self.cap = max(1, in_flight - 1)  # refused within the cap: the server's is lower
@@ -348,7 +385,11 @@ class LimitModel:
         self._test_share = share
         self._test_accepted = accepted_rate
         self._test_sent = sent_rate
-        self._candidate = max(self._min_rate, min(self._candidate, accepted_rate))
+        # A test that took too few to measure halves its candidate at most: a limiter that
+        # counts its denials accepts next to nothing while it is fed above its limit,
+        # which says nothing of the limit.
+        floor = _CUT_MAX * self._candidate if test.accepted < _TEST_ACCEPTED else 0.0
+        self._candidate = max(self._min_rate, floor, min(self._candidate, accepted_rate))
         self._test = _Tally(now)
         self.changes += 1
         return RateChange(old, self.pace(now), "429s")

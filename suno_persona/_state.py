@@ -305,13 +305,14 @@ class LocalState:
             self._announce(quota, now, seq)
         elif self._left is not None and answer is Answer.ACCEPTED:
             self._left -= 1  # a reply that announced nothing still took from what was left
-        if answer is Answer.ACCEPTED and not probe and not self._breaker.is_open:
+        if (
+            answer is Answer.ACCEPTED
+            and not probe
+            and not self._breaker.is_open
+            and not self._knocks.is_open
+        ):
             if model is not None:  # the common case, kept short: a plain success
                 self._change(model.accepted(now, sent_at, in_flight))
-            if self._knocks.is_open:
-                self._knocks.answered(now, probe=False)
-                self._refresh()
-                return True
             return False
         changed = self._report(answer, retry_after, now, sent_at, probe, in_flight)
         self._refresh()
@@ -346,8 +347,10 @@ class LocalState:
             self._emit(BreakerClosed(open_for=open_for))
         model = self._model
         if answer is Answer.ACCEPTED:
-            self._knocks.answered(now, probe=probe)
+            reopened = self._knocks.answered(now, probe=probe) is not None
             if model is not None:
+                if reopened:
+                    self._change(model.window_reopened(now))
                 self._change(model.accepted(now, sent_at, in_flight))
             return True
         if model is not None:

@@ -105,6 +105,45 @@ class TestWhatRefusalsMean:
         assert lm.estimate == pytest.approx(25)
         assert lm.burst == 100
 
+    def test_a_window_that_reopens_without_retry_after_teaches_its_quota(self):
+        """60 accepted at once; knocks refused until 1.9 s, one accepted at 2.1 s (a sliding
+        log, or a limiter that counts its denials): it reopened at about 2 s, so the pace is
+        60 per 2 s, evenly."""
+        lm = model()
+        for i in range(60):
+            lm.accepted(i * 0.001, i * 0.001, 1)
+        for at in (0.06, 0.2, 0.5, 0.9, 1.9):
+            lm.refused(at, at, 1)
+        change = lm.window_reopened(2.1)
+        assert change is not None
+        assert lm.estimate == pytest.approx(30)
+        assert lm.burst == 0
+
+    def test_a_short_reopening_lowers_the_pace_by_half_at_most(self):
+        """Two accepted in 0.8 s after a pace of 40/s says little: the pace halves."""
+        lm = model()
+        lm.seed(40.0, 0.0)
+        lm.accepted(10.0, 10.0, 1)
+        lm.accepted(10.1, 10.1, 1)
+        lm.window_reopened(10.8)
+        assert 0.45 * 40 <= lm.estimate <= 40
+
+    def test_a_test_that_takes_next_to_nothing_halves_its_candidate_at_most(self):
+        """A limiter counting its denials, fed above its limit, accepts nothing: the test
+        that measured that halves its candidate instead of taking the floor."""
+        lm = model()
+        lm.seed(40.0, 0.0)
+        lm.accepted(5.0, 5.0, 1)
+        for i in range(20):  # 429s enough for a test
+            lm.refused(5.01 + i * 0.02, 5.01 + i * 0.02, 1)
+        assert lm.testing_from is not None
+        candidate = lm.pace(5.5)
+        for i in range(40):  # the test: one accepted, the rest refused, for 2 intervals
+            at = 5.5 + i * 0.06
+            lm.sent(at)
+            (lm.accepted if i == 0 else lm.refused)(at + 0.003, at, 1)
+        assert lm.pace(8.0) >= 0.45 * candidate
+
 
 class TestProbing:
     def test_a_probe_that_finds_more_lifts_the_estimate(self):

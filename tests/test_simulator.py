@@ -92,7 +92,7 @@ def test_a_concurrency_limit_is_learned_as_a_cap():
     ("factory", "requests", "slowest"),
     [
         pytest.param(lambda _s: shapes.FixedWindow(50, 1.0), 300, 1.5, id="fixed-window"),
-        pytest.param(lambda _s: shapes.SlidingLog(50, 1.0), 300, 3.2, id="sliding-log"),
+        pytest.param(lambda _s: shapes.SlidingLog(50, 1.0), 300, 1.6, id="sliding-log"),
         pytest.param(
             lambda _s: shapes.DenialCounting(50, 1.0, retry_after=1.0),
             300,
@@ -115,6 +115,24 @@ def test_the_shapes_still_short_of_the_target_do_not_regress(factory, requests, 
     assert client.seconds <= slowest * ideal(factory, requests)
     assert client.refusals_per_request <= 0.25
     assert client.refusals_per_request < unthrottled.refusals_per_request / 2
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        pytest.param(lambda _s: shapes.DenialCounting(60, 2.0), id="denial-counting-2s"),
+        pytest.param(lambda _s: shapes.SlidingLog(40, 2.0), id="sliding-log-2s"),
+    ],
+)
+def test_a_window_found_spent_without_retry_after_is_learned_from_its_reopening(factory):
+    """No Retry-After: knocking finds when the limiter takes requests again, and the quota
+    it took before, over that time, is the pace. Better than sending without a throttle by
+    far (a denial counter over 2 s once took this client 14x ideal, against throttle=None's
+    3.1x, when its one accepted knock was followed by a test that collapsed the pace)."""
+    client, unthrottled, _ = contenders(factory, 200)
+    assert client.seconds <= 0.8 * unthrottled.seconds
+    assert client.seconds <= 1.6 * ideal(factory, 200)
+    assert client.refusals_per_request < unthrottled.refusals_per_request / 3
 
 
 def test_a_slow_api_is_not_throttled_by_its_latency():
