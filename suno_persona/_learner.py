@@ -133,7 +133,10 @@ class LimitModel:
         self._test_accepted = 0.0
         self._test_sent = 0.0
         self._candidate = 0.0
+        self._raised = False  # the test under way doubled a clean candidate
+        self._ceiling = False  # a doubling ran into 429s: no more of them in these tests
         self._judged = _Tally(math.inf)  # answers since the last decision (or the first)
+        self._since_refusal = _Tally(math.inf)  # ... from the first 429 among them
         self._cycle = _CYCLE_MIN
         self._probe_gain = _PROBE_GAIN
         self._probe = _Tally(math.inf)
@@ -276,6 +279,10 @@ class LimitModel:
     def _tally(self, now: float, sent_at: float, *, refused: bool) -> RateChange | None:
         if self._judged.since == math.inf:
             self._judged = _Tally(sent_at)
+        since = self._since_refusal
+        if refused or since.answers:
+            since.refused += refused
+            since.accepted += not refused
         for tally in (self._judged, self._test, self._probe):
             if (
                 tally is not None
@@ -297,7 +304,10 @@ class LimitModel:
             return None
         if judged.refused >= _MIN_REFUSED:
             share = judged.share()
-            overwhelming = judged.refused >= _TEST_ANSWERS / 2 and share >= _CLEAR
+            # Many refused, most of what came back since the first of them (a burst
+            # accepted before them does not dilute it): a test at once.
+            since = self._since_refusal
+            overwhelming = judged.refused >= _TEST_ANSWERS / 2 and since.share() >= _CLEAR
             # With noise learned, only a share clearly above it is news.
             spread = 3 * _spread(share, judged.answers) if self.noise else 0.0
             above = share - self.noise > max(_MARGIN, spread)
@@ -321,12 +331,12 @@ class LimitModel:
         if cap is not None:
             self.cap = cap
             self._cap_trial_at = now + 4 * self._interval
-            self._judged = _Tally(now)
-            self._forget_levels()
+            self._settle(now)
             return None
         old = self.estimate
         self._test_from = old
         self._test_share = None
+        self._raised = self._ceiling = False
         self._candidate = candidate if old is None else min(candidate, old)
         self._test = _Tally(now)
         self.changes += 1
@@ -350,8 +360,14 @@ class LimitModel:
         share = test.share()
         old = self.pace(now) or 0.0
         sent_rate = test.sent / max(elapsed, 1e-9)
-        held_back = self._test_share is None and sent_rate >= _HELD * old and test.refused == 0
-        if share < _CLEAR and elapsed < self._interval / 4 and not held_back:
+        held_back = (
+            self._test_share is None
+            and not self._ceiling
+            and sent_rate >= _HELD * old
+            and test.refused == 0
+        )
+        raised_into_429s = self._raised and test.refused >= _MIN_REFUSED
+        if share < _CLEAR and elapsed < self._interval / 4 and not (held_back or raised_into_429s):
             return None
         # What the API took: the median over the buckets that held a 429 resists a burst
         # a token bucket stored while a test before was below its rate.
@@ -361,6 +377,7 @@ class LimitModel:
         if held_back:
             # Nothing refused, and the callers wanted more: the limit may be higher still.
             self._candidate *= 2
+            self._raised = True
             self._test = _Tally(now)
             return RateChange(old, self.pace(now), "429s")
         if share <= self.noise + _MARGIN:
@@ -369,6 +386,14 @@ class LimitModel:
             self.estimate = self._candidate
             self._restart_cycle(now)
             return RateChange(old, self.estimate, "429s")
+        if self._raised:
+            # A doubled candidate ran into 429s: the limit lies between it and its half.
+            self._raised = False
+            self._ceiling = True
+            self._candidate = max(self._candidate / 2, min(self._candidate, accepted_rate))
+            self._test = _Tally(now)
+            self.changes += 1
+            return RateChange(old, self.pace(now), "429s")
         before = self._test_share
         if before is not None:
             # A limit takes as much as before at a lower pace; noise takes less, in step
@@ -391,11 +416,13 @@ class LimitModel:
         floor = _CUT_MAX * self._candidate if test.accepted < _TEST_ACCEPTED else 0.0
         self._candidate = max(self._min_rate, floor, min(self._candidate, accepted_rate))
         self._test = _Tally(now)
+        self._raised = False
         self.changes += 1
         return RateChange(old, self.pace(now), "429s")
 
     def _settle(self, now: float) -> None:
         self._judged = _Tally(now)
+        self._since_refusal = _Tally(now)
         self._forget_levels()
 
     # --- probing above the estimate ----------------------------------------------------
@@ -442,7 +469,7 @@ class LimitModel:
             if change is None:
                 self._cycle = min(_CYCLE_MAX, self._cycle * 2)
             self._restart_cycle(self._probe_end + self._interval / 4)
-        elif probe.sent >= _PROBE_FILLED * estimate * self._interval:
+        elif probe.sent + 1 >= _PROBE_FILLED * estimate * self._interval:  # (a slot's slack)
             self._cycle = _CYCLE_MIN
             self._probe_gain = min(_GAIN_MAX, 1 + 2 * (self._probe_gain - 1))
             self._restart_cycle(now, quarters=1)

@@ -53,6 +53,17 @@ class TestWhatRefusalsMean:
         assert changes[0].reason == "429s"
         assert lm.estimate == pytest.approx(50, rel=0.15)
 
+    def test_a_burst_accepted_first_does_not_delay_the_first_test(self):
+        """20 accepted from a full bucket, then 9 of the next 10 refused, all within 30 ms:
+        the refusals since the first 429 are what count, so a test starts at once."""
+        lm = model()
+        for i in range(20):
+            lm.accepted(i * 0.001, i * 0.001, 8)
+        for i in range(10):
+            at = 0.02 + i * 0.001
+            (lm.accepted if i == 4 else lm.refused)(at, at, 8)
+        assert lm.testing_from is not None
+
     def test_random_refusals_are_noise(self):
         """30% refused whatever the rate: a test shows it, nothing stays paced."""
         lm = model()
