@@ -183,12 +183,15 @@ class LimitModel:
         """A window was used up and resets in ``retry_after`` seconds: pace to its quota.
 
         The quota is what the API accepted since the last window was spent (or since the
-        start); the window is taken to be at least as long as the wait. A long window (a
-        quota of minutes) is sent as a burst at its reset, then paced; a short one is paced
-        evenly, which is what sliding windows and limiters counting their denials need.
+        start), and it took from the first of those acceptances to the reset to give it:
+        the pace is that quota over that time (at least an interval). A long wait (a quota
+        of minutes) is a long window: its quota is sent as a burst at its reset, then paced;
+        after a short one sends are paced evenly, which is what sliding windows and
+        limiters counting their denials need.
         """
         old = self.pace(now)
-        window = max(retry_after, self._interval)
+        opened = now - self._open_from if self._open_from < now else 0.0
+        window = max(opened + retry_after, self._interval)
         quota = self._since_spent
         self._since_spent = 0
         self._open_from = math.inf
@@ -197,7 +200,7 @@ class LimitModel:
         if quota <= 0:
             return None
         self.estimate = max(self._min_rate, quota / window)
-        self.burst = quota if window >= 2 * self._interval else 0
+        self.burst = quota if retry_after >= 2 * self._interval else 0
         self.changes += 1
         self._restart_cycle(now + retry_after)
         return RateChange(old, self.estimate, "429s")

@@ -107,14 +107,27 @@ class TestWhatRefusalsMean:
         assert not lm.spent(1.01)
 
     def test_a_spent_window_teaches_its_quota(self):
-        """100 accepted, then the window is spent with 4 s to go: pace 100 per 4 s."""
+        """100 accepted from 0 s, then at 0.2 s the window is spent with 4 s to go: it
+        gives 100 per 4.2 s."""
         lm = model()
         for i in range(100):
             lm.accepted(i * 0.001, i * 0.001, 1)
         change = lm.window_spent(0.2, 4.0)
         assert change is not None
-        assert lm.estimate == pytest.approx(25)
+        assert lm.estimate == pytest.approx(100 / 4.2)
         assert lm.burst == 100
+
+    def test_a_window_spent_after_seconds_of_pacing_is_not_taken_for_one_windows_quota(self):
+        """Paced at 49/s for 3.5 s, then a probe spends a one-second window (Retry-After: 1):
+        the 170 accepted took 4.5 s to give, not one."""
+        lm = model()
+        lm.seed(49.0, 0.0)
+        for i in range(170):
+            at = 1.0 + i / 49
+            lm.accepted(at, at, 1)
+        lm.window_spent(4.5, 1.0)
+        assert lm.estimate == pytest.approx(170 / (3.5 + 1.0), rel=0.02)
+        assert lm.burst == 0  # a one-second wait: not a long window, no burst at its reset
 
     def test_a_window_that_reopens_without_retry_after_teaches_its_quota(self):
         """60 accepted at once; knocks refused until 1.9 s, one accepted at 2.1 s (a sliding
