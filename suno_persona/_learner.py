@@ -197,6 +197,13 @@ class LimitModel:
         self._open_from = math.inf
         self._test = None
         self._settle(now)
+        if self.estimate is not None and self._probe.since <= now < self._probe_end:
+            # A probe spent it: the estimate holds, and the next probe comes later.
+            self._probe_end = now
+            self._probe_gain = _PROBE_GAIN
+            self._cycle = min(_CYCLE_MAX, self._cycle * 2)
+            self._restart_cycle(now + retry_after)
+            return None
         if quota <= 0:
             return None
         self.estimate = max(self._min_rate, quota / window)

@@ -129,6 +129,20 @@ class TestWhatRefusalsMean:
         assert lm.estimate == pytest.approx(170 / (3.5 + 1.0), rel=0.02)
         assert lm.burst == 0  # a one-second wait: not a long window, no burst at its reset
 
+    def test_a_window_spent_by_a_probe_keeps_the_estimate(self):
+        """The probe above a 50/s estimate spent a window: that is the probe's answer, not
+        a new quota; the estimate holds and the next probe comes later."""
+        lm = model()
+        lm.seed(50.0, 0.0)
+        cycle = lm._cycle
+        for i in range(100):
+            at = i / 50
+            lm.accepted(at, at, 1)
+        assert lm.pace(2.5) > 50  # probing
+        assert lm.window_spent(2.5, 1.0) is None
+        assert lm.estimate == 50.0
+        assert lm._cycle == 2 * cycle
+
     def test_a_window_that_reopens_without_retry_after_teaches_its_quota(self):
         """60 accepted at once; knocks refused until 1.9 s, one accepted at 2.1 s (a sliding
         log, or a limiter that counts its denials): it reopened at about 2 s, so the pace is
