@@ -490,7 +490,13 @@ class LimitModel:
     # --- a cap on requests in flight -----------------------------------------------------
 
     def _cap_signature(self) -> int | None:
-        """The cap, when the refusals fell above every level of in flight that was accepted."""
+        """The cap, when the refusals fell above every level of in flight that was accepted.
+
+        It lies between the top accepted level and the lowest refused one: the highest
+        level below every refusal is taken (accepted answers of a slow API come back long
+        after the refusals, so the levels they show are those of the start-up ramp). Too
+        high, a refusal within it lowers it at once.
+        """
         accepted = sum(self._levels_accepted)
         refused = sum(self._levels_refused)
         if accepted < _MIN_REFUSED or refused < _MIN_REFUSED:
@@ -504,7 +510,10 @@ class LimitModel:
                 break
         above = sum(self._levels_refused[top + 1 :])
         if top >= 1 and above >= 0.9 * refused:
-            return top
+            lowest = next(
+                level for level in range(top + 1, _CAP_LEVELS) if self._levels_refused[level]
+            )
+            return lowest - 1
         return None
 
     def _trial_cap(self, now: float) -> None:

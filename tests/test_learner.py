@@ -87,6 +87,18 @@ class TestWhatRefusalsMean:
         assert lm.cap is not None
         assert 7 <= lm.cap <= 9
 
+    def test_a_cap_is_read_below_the_refusals_not_at_the_ramp(self):
+        """Four answers back from a slow API (levels 1-4: the start-up ramp), refusals at 9
+        and above: the cap is 8, not 4."""
+        lm = model()
+        for in_flight in range(9, 17):
+            lm.refused(0.01, 0.0, in_flight)
+        for in_flight in range(1, 5):
+            lm.accepted(0.25, 0.0, in_flight)
+        for in_flight in range(9, 13):
+            lm.refused(0.26, 0.26, in_flight)
+        assert lm.cap == 8
+
     def test_a_spent_window_is_refusals_in_a_row_and_nothing_accepted(self):
         """Four 429s in a row and no accept for a while: spent; an accept ends it."""
         lm = model()

@@ -86,7 +86,7 @@ def test_a_concurrency_limit_is_learned_as_a_cap():
     """nginx limit_conn 8: the 429s fell on requests sent with more than 8 in flight."""
     factory = lambda _s: shapes.ConcurrencyLimit(8, 0.25)  # noqa: E731
     client, unthrottled, _ = contenders(factory)
-    assert client.seconds < unthrottled.seconds
+    assert client.seconds <= 1.10 * ideal(factory, 300)  # 8 in flight, not 5 (it once was)
     assert client.refusals_per_request < unthrottled.refusals_per_request / 4
 
 
