@@ -303,7 +303,9 @@ class RedisState:
         try:
             return task.result()
         except (RedisError, OSError) as error:
-            raise StoreUnavailable(str(error) or type(error).__name__) from error
+            reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        # raised outside the handler, chaining nothing: redis-py's frames hold the password
+        raise StoreUnavailable(reason)
 
     async def _evalsha(self, args: list[str]) -> list[str]:
         client = self.store.client()

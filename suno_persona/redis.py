@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncGenerator
+from urllib.parse import unquote_plus
 
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
@@ -85,7 +86,7 @@ class RedisThrottleStore:
         return cls(url, timeout=timeout, use_server_time=use_server_time)
 
     def __repr__(self) -> str:
-        where = "a client of yours" if self._url is None else _without_password(self._url)
+        where = "a client of yours" if self._url is None else _masked(self._url)
         return f"<RedisThrottleStore {where}>"
 
     def client(self) -> Redis:
@@ -141,8 +142,27 @@ def _close_at_shutdown(redis: Redis) -> AsyncGenerator[None, None]:
     return generator
 
 
-def _without_password(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    if "@" in rest.split("/", 1)[0]:
-        rest = "***@" + rest.split("@", 1)[1]
-    return f"{scheme}://{rest}"
+def _masked(url: str) -> str:
+    """``url`` as it may be shown (reprs, warnings, errors): every secret it carries is ``***``.
+
+    Those are the userinfo (``redis://user:password@host``: everything up to the last ``@``,
+    so that a password holding ``@``, ``:``, ``/`` or ``?`` is hidden whole) and the values of
+    the query parameters redis-py also reads as secrets: ``username=`` and any whose name
+    holds ``password`` (``password=``, ``ssl_password=``). Host, port, database and the other
+    parameters are kept, to say which server is meant.
+    """
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    where, mark, query = rest.partition("?")
+    if mark:
+        query = "&".join(_masked_parameter(pair) for pair in query.split("&"))
+    return f"{scheme}{sep}{where}{mark}{query}"
+
+
+def _masked_parameter(pair: str) -> str:
+    name, equals, _ = pair.partition("=")
+    key = unquote_plus(name).strip().lower()
+    if equals and (key == "username" or "password" in key):
+        return f"{name}=***"
+    return pair
