@@ -1,7 +1,6 @@
-"""Clocks of other hosts: a reply's own Date, and times read from a shared store.
+"""A reply's moments are read on its sender's clock: a ``Retry-After`` date against its ``Date``.
 
-A ``Retry-After`` HTTP date is read against the reply's ``Date``; a moment another host wrote
-into the store is never honoured later than this host could have written it itself.
+The store's side of clock skew is in ``test_redis_clocks.py``.
 """
 
 from __future__ import annotations
