@@ -40,7 +40,14 @@ class RedisThrottleStore:
         use_server_time: Take the time from the Redis server (``TIME`` inside the script), so
             hosts with skewed clocks agree. ``False`` sends each client's wall clock instead,
             for managed services that forbid ``TIME`` in scripts; their clocks should then be
-            synchronised (NTP) to well under the spacing of sends.
+            synchronised (NTP) to well under the spacing of sends. Either way the script
+            honours no moment later than the host reading it could have written it itself
+            (a start at most now, a pause or probe at most its own length from now, the
+            reserved slots at most a horizon ahead), so one host whose clock is ahead cannot
+            stall the others ("Clocks" in the "Scaling out" page of the docs).
+
+    The repr, and every warning that names the store, show the URL with its secrets as
+    ``***``: the userinfo, and the ``username=`` and ``password=`` query parameters.
 
     Raises:
         ValueError: The URL is not ``redis://``, ``rediss://`` or ``unix://``, or the timeout is
