@@ -85,3 +85,30 @@ async def test_a_maintenance_probe_set_on_a_clock_20s_ahead_is_not_put_off(redis
     decision = await other.admit(time.monotonic(), 30.0, None)
     assert decision.probe
     await close(ahead, other)
+
+
+@pytest.mark.parametrize(
+    ("reply", "verdict"),
+    [
+        (["pause", "1e9", "0", "", "1e9", "0", "0", "1"], "the server's Retry-After"),
+        (["wait", "inf", "0", "", "0", "1", "1e12", "1"], "the maintenance"),
+    ],
+)
+async def test_a_reply_is_read_within_max_pause(reply, verdict):
+    """Whatever the script answers, a pause or a probe wait is read as at most ``max_pause``
+    (10 s here) from now, and a negative or NaN delay as none (no server: the reply is fed)."""
+    state = make_state("redis://127.0.0.1:9/0")
+    replies = [reply, [*reply[:4], "-3", reply[5], "nan", "1"]]
+
+    async def answer(_args: list[str]) -> list[str]:
+        return replies.pop(0)
+
+    state._evalsha = answer
+    now = time.monotonic()
+    decision = await state.admit(now, 30.0, None)
+    assert decision.reason == verdict
+    assert decision.at == pytest.approx(now + 10.0)
+    assert state.blocked_until() == pytest.approx(now + 10.0)
+    await state._call("flush", now, 0.0, "")
+    assert state.blocked_until() == now
+    await state.aclose()

@@ -65,6 +65,9 @@ def shown(record: logging.LogRecord) -> list[str]:
 
 @pytest.mark.parametrize("index", range(4))
 async def test_a_wrong_store_password_is_shown_nowhere(locked_redis, server, caplog, index):
+    """A store refusing the password: the call goes on unshared, and neither the password nor
+    the user name is in the store's repr, a log record (its arguments and their chains,
+    rendered with locals), a warning or an event."""
     url = store_urls(locked_redis.port)[index]
     store = RedisThrottleStore(url, timeout=5.0)
     events: list[object] = []
@@ -92,7 +95,8 @@ async def test_a_wrong_store_password_is_shown_nowhere(locked_redis, server, cap
 
 
 def test_the_repr_masks_every_secret_a_url_can_carry():
-    """Userinfo whole (a password with @ / : ? in it too), username= and *password= values."""
+    """The userinfo whole (a password holding @ / : ? too), the values of username= and of
+    every *password= parameter; the host and the other parameters are kept."""
     urls = [
         f"redis://{USER}:{WRONG}@h:1/0",
         f"redis://:{WRONG}@h:1/0",
