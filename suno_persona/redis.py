@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncGenerator
-from urllib.parse import unquote_plus
 
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from suno_persona._config import masked_url
 
 __all__ = ["RedisThrottleStore"]
 
@@ -65,7 +66,7 @@ class RedisThrottleStore:
             if not redis.startswith(_SCHEMES):
                 raise ValueError(
                     "throttle_store must be a redis://, rediss:// or unix:// URL, got "
-                    f"{redis.split('://', 1)[0]!r}"
+                    f"{masked_url(redis)!r}"
                 )
         elif not isinstance(redis, Redis):
             raise ValueError(  # noqa: TRY004 - the constructor raises ValueError
@@ -93,7 +94,7 @@ class RedisThrottleStore:
         return cls(url, timeout=timeout, use_server_time=use_server_time)
 
     def __repr__(self) -> str:
-        where = "a client of yours" if self._url is None else _masked(self._url)
+        where = "a client of yours" if self._url is None else masked_url(self._url)
         return f"<RedisThrottleStore {where}>"
 
     def client(self) -> Redis:
@@ -147,29 +148,3 @@ def _close_at_shutdown(redis: Redis) -> AsyncGenerator[None, None]:
     with contextlib.suppress(StopIteration):  # the first step stops at the yield
         generator.asend(None).send(None)
     return generator
-
-
-def _masked(url: str) -> str:
-    """``url`` as it may be shown (reprs, warnings, errors): every secret it carries is ``***``.
-
-    Those are the userinfo (``redis://user:password@host``: everything up to the last ``@``,
-    so that a password holding ``@``, ``:``, ``/`` or ``?`` is hidden whole) and the values of
-    the query parameters redis-py also reads as secrets: ``username=`` and any whose name
-    holds ``password`` (``password=``, ``ssl_password=``). Host, port, database and the other
-    parameters are kept, to say which server is meant.
-    """
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    where, mark, query = rest.partition("?")
-    if mark:
-        query = "&".join(_masked_parameter(pair) for pair in query.split("&"))
-    return f"{scheme}{sep}{where}{mark}{query}"
-
-
-def _masked_parameter(pair: str) -> str:
-    name, equals, _ = pair.partition("=")
-    key = unquote_plus(name).strip().lower()
-    if equals and (key == "username" or "password" in key):
-        return f"{name}=***"
-    return pair

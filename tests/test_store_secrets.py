@@ -112,3 +112,19 @@ def test_the_repr_masks_every_secret_a_url_can_carry():
             assert secret not in text
     kept = repr(RedisThrottleStore(f"rediss://h:1/0?db=2&password={WRONG}"))
     assert kept == "<RedisThrottleStore rediss://h:1/0?db=2&password=***>"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [f"{USER}:{WRONG}@127.0.0.1:6379/0", f"http://{USER}:{WRONG}@h:1/0?password={WRONG}"],
+)
+def test_a_refused_store_url_is_shown_masked(url):
+    """A URL of no scheme or the wrong one is refused, by the store and by the client, with
+    its secrets masked in the message (the whole URL used to be shown when it had no ://)."""
+    for make in (RedisThrottleStore, lambda u: sp.AsyncPersonaClient(KEY, throttle_store=u)):
+        with pytest.raises(ValueError, match="redis://") as info:
+            make(url)
+        for text in (str(info.value), repr(info.value)):
+            assert "***@" in text
+            for secret in SECRETS:
+                assert secret not in text
