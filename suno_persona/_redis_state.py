@@ -16,6 +16,12 @@ slot on the learned rate. It returns delays, which are put back on the caller's 
   :class:`~suno_persona._throttle.LocalState` seeded with the last shared rate divided by the
   live processes, which the script counts in a sorted set of recent callers); it tries the
   store again in the background after 1 s, doubling to 30 s, and shares again once it answers.
+* **No host's clock holds the others.** The moments in the store were written on other
+  clocks (other clients' with ``use_server_time=False``, or a former master's): the script
+  honours none later than the caller could have written it (a start at most now, a pause or
+  the next probe at most its own length from now, the reserved slots at most a booked
+  horizon ahead) and writes back what it pulled in; the reply's delays are read as 0 at
+  least and, for a pause or a probe wait, ``max_pause`` at most.
 """
 
 from __future__ import annotations
