@@ -11,9 +11,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from suno_persona._errors import SunoPersonaError
 
@@ -28,12 +27,12 @@ __all__ = [
     "check_timeout",
     "check_wait_for_task",
     "env",
+    "masked_url",
     "resolve_api_key",
     "resolve_base_url",
 ]
 
 DEFAULT_BASE_URL = "https://api.crun.ai"
-_USERINFO = re.compile(r"//[^/?#]*@")
 
 
 def env(name: str) -> str | None:
@@ -64,6 +63,36 @@ def resolve_api_key(value: str | None) -> str:
     return key
 
 
+def masked_url(url: str) -> str:
+    """``url`` as it may be shown: every secret it carries is ``***``.
+
+    The one function through which the library shows a URL (a base URL or a throttle store
+    in a repr, a warning or an error). The secrets are the userinfo
+    (``redis://user:password@host``: everything up to the last ``@``,
+    so that a password holding ``@``, ``:``, ``/`` or ``?`` is hidden whole) and the values of
+    the query parameters redis-py also reads as secrets: ``username=`` and any whose name
+    holds ``password`` (``password=``, ``ssl_password=``). Host, port, database and the other
+    parameters are kept, to say which server is meant.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    where, mark, query = rest.partition("?")
+    if mark:
+        query = "&".join(_masked_parameter(pair) for pair in query.split("&"))
+    return f"{scheme}{sep}{where}{mark}{query}"
+
+
+def _masked_parameter(pair: str) -> str:
+    name, equals, _ = pair.partition("=")
+    key = unquote_plus(name).strip().lower()
+    if equals and (key == "username" or "password" in key):
+        return f"{name}=***"
+    return pair
+
+
 def resolve_base_url(value: str | None, *, allow_insecure_http: bool) -> str:
     """``value``, else ``SUNO_API_BASE_URL``, else the real API, checked; no trailing slash.
 
@@ -76,12 +105,12 @@ def resolve_base_url(value: str | None, *, allow_insecure_http: bool) -> str:
     if value is not None and not isinstance(value, str):
         raise SunoPersonaError(f"base_url must be a string or None, not {type(value).__name__}")
     url = value or env("SUNO_API_BASE_URL") or DEFAULT_BASE_URL
-    shown = _USERINFO.sub("//***@", url)
+    shown = masked_url(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - parsing the port is the check
     except ValueError as error:
-        reason = _USERINFO.sub("//***@", str(error))
+        reason = masked_url(str(error))
         raise SunoPersonaError(f"base_url {shown!r} is not a valid URL: {reason}") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise SunoPersonaError(f"base_url must be an http(s) URL with a host, got {shown!r}")
@@ -97,7 +126,7 @@ def resolve_base_url(value: str | None, *, allow_insecure_http: bool) -> str:
         )
     if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
         raise SunoPersonaError(
-            f"base_url {url!r} uses plain http to a host that is not loopback, which would send "
+            f"base_url {shown!r} uses plain http to a host that is not loopback, which would send "
             "the API key unencrypted; use https, or pass allow_insecure_http=True"
         )
     return url.rstrip("/")

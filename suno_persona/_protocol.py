@@ -30,6 +30,7 @@ __all__ = [
     "parse_persona_id",
     "parse_response",
     "parse_retry_after",
+    "reply_clock",
     "request_headers",
 ]
 
@@ -107,12 +108,14 @@ def _json_value(value: object) -> str:
     return _ENCODER.encode(value)
 
 
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
+def parse_retry_after(value: str | None, *, now: float, date: str | None = None) -> float | None:
     """Return the seconds a ``Retry-After`` value asks for, or ``None`` when absent or invalid.
 
     Accepts the two forms of RFC 9110: delay-seconds (ASCII digits only: no sign, fraction,
     exponent, underscore or other script's digits) and an HTTP date, which is measured
-    against ``now`` (seconds since the epoch). A date in the past means 0.
+    against the reply's own ``date`` (its ``Date`` header) when that is valid, else against
+    ``now`` (this host's clock, seconds since the epoch): see :func:`reply_clock`. A date in
+    the past means 0.
     """
     if value is None:
         return None
@@ -122,13 +125,31 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     if text.isdigit():
         seconds = float(text)
         return seconds if math.isfinite(seconds) else None
+    when = _http_date(text)
+    return None if when is None else max(0.0, when - reply_clock(date, now))
+
+
+def reply_clock(date: str | None, now: float) -> float:
+    """The moment a reply was written, on its sender's clock: its ``Date`` header, else ``now``.
+
+    A moment the reply names (a ``Retry-After`` date, a reset in epoch seconds) is measured
+    against this, so that a host whose clock is off still reads the wait the server meant.
+    ``now`` (this host's clock, seconds since the epoch) stands in when the reply has no
+    ``Date``, or one that is not an HTTP date with a time zone.
+    """
+    when = None if date is None or not date.isascii() else _http_date(date.strip())
+    return now if when is None else when
+
+
+def _http_date(text: str) -> float | None:
+    """Seconds since the epoch of an HTTP date; ``None`` when it is not one or has no zone."""
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         return None
-    return max(0.0, when.timestamp() - now)
+    return when.timestamp()
 
 
 def _decode_envelope(body: bytes) -> dict[str, Any] | None:
@@ -177,7 +198,8 @@ def parse_response(
         headers: The reply's headers (looked up case-insensitively for ``Retry-After``).
         body: The raw reply body.
         request: The request that was sent, kept on the :class:`Persona`.
-        now: Seconds since the epoch, to measure a ``Retry-After`` HTTP date against.
+        now: Seconds since the epoch, to measure a ``Retry-After`` HTTP date against when
+            the reply has no ``Date`` header of its own.
 
     Raises:
         APIError: The API answered with an error code (a subclass for documented codes).
@@ -237,7 +259,9 @@ def envelope_data(status: int, headers: Mapping[str, str], body: bytes, *, now: 
         message = f"HTTP {status} {_reason(status)}"
         if envelope is None:
             message += " (reply is not the JSON envelope)"
-    retry_after = parse_retry_after(_header(headers, "Retry-After"), now=now)
+    retry_after = parse_retry_after(
+        _header(headers, "Retry-After"), now=now, date=_header(headers, "Date")
+    )
     error_cls: type[APIError] = error_for_code(code)
     raise error_cls(message, code=code, http_status=status, retry_after=retry_after)
 

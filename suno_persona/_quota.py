@@ -7,7 +7,8 @@ Three spellings are understood, the first found wins:
   seconds to the reset); the first item of each list is read;
 * the earlier drafts' ``RateLimit-Limit`` / ``RateLimit-Remaining`` / ``RateLimit-Reset``;
 * the common ``X-RateLimit-Limit`` / ``X-RateLimit-Remaining`` / ``X-RateLimit-Reset``, whose
-  reset is seconds or, when it is a large number, epoch seconds (GitHub's form).
+  reset is seconds or, when it is a large number, epoch seconds (GitHub's form), read against
+  the reply's own ``Date`` when it has one (see :func:`~suno_persona._protocol.reply_clock`).
 
 The separate fields are read only when ``-Remaining`` is there: a limit alone says nothing
 about when to send.
@@ -20,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import attrs
+
+from suno_persona._protocol import reply_clock
 
 __all__ = ["Quota", "parse_quota"]
 
@@ -66,11 +69,11 @@ def _parameters(field: str | None) -> dict[str, str]:
     return params
 
 
-def _reset(value: int | None, now: float) -> float | None:
+def _reset(value: int | None, headers: Mapping[str, str], now: float) -> float | None:
     if value is None:
         return None
     if value >= _EPOCH:
-        return max(0.0, value - now)
+        return max(0.0, value - reply_clock(headers.get("Date"), now))
     return float(value)
 
 
@@ -79,7 +82,8 @@ def parse_quota(headers: Mapping[str, str], *, now: float) -> Quota | None:
 
     Args:
         headers: The reply's headers, looked up case-insensitively (aiohttp's are).
-        now: Seconds since the epoch, to read a reset given as a moment.
+        now: Seconds since the epoch, to read a reset given as a moment when the reply has
+            no ``Date`` header to read it against.
     """
     current = headers.get("RateLimit")
     if current is not None and "=" in current:
@@ -90,7 +94,7 @@ def parse_quota(headers: Mapping[str, str], *, now: float) -> Quota | None:
             limit=_integer(params.get("q")),
             window=float(window) if window else None,
             remaining=_integer(state.get("r")),
-            reset=_reset(_integer(state.get("t")), now),
+            reset=_reset(_integer(state.get("t")), headers, now),
         )
         return quota if quota != Quota() else None
     for prefix in ("RateLimit-", "X-RateLimit-"):
@@ -100,6 +104,6 @@ def parse_quota(headers: Mapping[str, str], *, now: float) -> Quota | None:
         return Quota(
             limit=_integer(headers.get(prefix + "Limit")),
             remaining=_integer(remaining),
-            reset=_reset(_integer(headers.get(prefix + "Reset")), now),
+            reset=_reset(_integer(headers.get(prefix + "Reset")), headers, now),
         )
     return None

@@ -16,6 +16,12 @@ slot on the learned rate. It returns delays, which are put back on the caller's 
   :class:`~suno_persona._throttle.LocalState` seeded with the last shared rate divided by the
   live processes, which the script counts in a sorted set of recent callers); it tries the
   store again in the background after 1 s, doubling to 30 s, and shares again once it answers.
+* **No host's clock holds the others.** The moments in the store were written on other
+  clocks (other clients' with ``use_server_time=False``, or a former master's): the script
+  honours none later than the caller could have written it (a start at most now, a pause or
+  the next probe at most its own length from now, the reserved slots at most a booked
+  horizon ahead) and writes back what it pulled in; the reply's delays are read as 0 at
+  least and, for a pause or a probe wait, ``max_pause`` at most.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ _RETRY_MAX = 30.0
 _MAX_QUEUED = 1000
 _MAX_TIMINGS = 100_000
 _GO = Decision(0.0, go=True)
+_SLOTS = frozenset({"go", "slot", "later"})
 _CODES = {Answer.ACCEPTED: "a", Answer.REFUSED: "r", Answer.MAINTENANCE: "m", Answer.NO_ANSWER: "n"}
 
 
@@ -104,6 +111,7 @@ class RedisState:
         self._owns_store = owns_store
         self.store = store
         self._clock = clock
+        self._wall = time.time  # sent as the script's "now" without use_server_time (a seam)
         self._policy = policy
         self._max_pause = max_pause
         self._emit = emit
@@ -167,12 +175,11 @@ class RedisState:
         self._tokens += 1
         token = f"{self._process}:{self._tokens}"
         try:
-            reply = await self._call("admit", now, max_wait, token)
+            verdict, delay = await self._call("admit", now, max_wait, token)
         except StoreUnavailable as error:
             self._fall_back(now, error)
             assert self.local is not None  # noqa: S101 - set by _fall_back
             return await self.local.admit(now, max_wait, reserved)
-        verdict, delay = reply[0], float(reply[1])
         at = now + delay
         if verdict == "go":
             return _GO
@@ -252,13 +259,20 @@ class RedisState:
 
     # --- the script call ------------------------------------------------------------------
 
-    async def _call(self, mode: str, now: float, max_wait: float, token: str) -> list[str]:
-        """One EVALSHA (the queued reports ride along), bounded by the store's timeout."""
+    async def _call(self, mode: str, now: float, max_wait: float, token: str) -> tuple[str, float]:
+        """One EVALSHA (the queued reports ride along), bounded by the store's timeout.
+
+        Returns the verdict and its delay; the rest of the reply is kept as this process's
+        view, on its clock. Every delay the reply holds is read as at least 0, and a pause
+        or a wait for the maintenance probe as at most ``max_pause``: the script already
+        bounds what other hosts' clocks wrote (see "Clocks" in docs/scaling.md), and a
+        reply is not trusted to do so.
+        """
         queue, self._queue = self._queue, []
         given_back, self._given_back = self._given_back, 0
         args: list[str] = [
             mode,
-            "" if self.store.use_server_time else repr(time.time()),
+            "" if self.store.use_server_time else repr(self._wall()),
             repr(min(max_wait, 1e9)),
             *self._params[:4],
             *self._params[4:],
@@ -284,12 +298,13 @@ class RedisState:
             self.call_seconds.append(time.perf_counter() - started)
         self._cuts = int(reply[2])
         self._rate = float(reply[3]) if reply[3] else None
-        self._paused_until = now + float(reply[4])
+        self._paused_until = now + _seconds(reply[4], self._max_pause)
         self._breaker_open = reply[5] == "1"
-        self._next_probe_at = now + float(reply[6])
+        self._next_probe_at = now + _seconds(reply[6], self._max_pause)
         self.live = max(1, int(reply[7]))
         self._emit_events(reply[8:])
-        return reply[:2]
+        verdict = reply[0]
+        return verdict, _seconds(reply[1], math.inf if verdict in _SLOTS else self._max_pause)
 
     async def _bounded(self, args: list[str]) -> list[str]:
         task = asyncio.ensure_future(self._evalsha(args))
@@ -303,7 +318,9 @@ class RedisState:
         try:
             return task.result()
         except (RedisError, OSError) as error:
-            raise StoreUnavailable(str(error) or type(error).__name__) from error
+            reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        # raised outside the handler, chaining nothing: redis-py's frames hold the password
+        raise StoreUnavailable(reason)
 
     async def _evalsha(self, args: list[str]) -> list[str]:
         client = self.store.client()
@@ -397,3 +414,9 @@ class RedisState:
             return
         self.local = None
         logger.warning("the throttle store %r answers again: sharing the throttle", self.store)
+
+
+def _seconds(text: str, most: float) -> float:
+    """A delay of the script's reply, read as a number of seconds from 0 to ``most``."""
+    seconds = float(text)
+    return min(seconds, most) if seconds > 0 else 0.0

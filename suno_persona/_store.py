@@ -44,7 +44,7 @@ def build_state(
     if isinstance(store, str) and not store.startswith(_SCHEMES):
         raise ValueError(
             "throttle_store must be a redis://, rediss:// or unix:// URL or a "
-            f"RedisThrottleStore, got a URL of scheme {store.split('://', 1)[0]!r}"
+            f"RedisThrottleStore, got {_config.masked_url(store)!r}"
         )
     if not isinstance(store, str) and type(store).__name__ != "RedisThrottleStore":
         raise ValueError(

@@ -214,9 +214,53 @@ local P = { untl = tonumber(p[1]) or -math.huge, level = tonumber(p[2]) or 0, ac
 local pause_dirty = false
 
 -- the maintenance breaker; the probe lease is the key KEYS[6]
-local m = redis.call('HMGET', KEYS[5], 'opened', 'next', 'interval')
-local M = { opened = tonumber(m[1]), next = tonumber(m[2]) or 0, interval = tonumber(m[3]) or probe_initial }
+local m = redis.call('HMGET', KEYS[5], 'opened', 'next', 'interval', 'set')
+local M = { opened = tonumber(m[1]), next = tonumber(m[2]) or 0, interval = tonumber(m[3]) or probe_initial,
+            set = tonumber(m[4]) }
 local maint_dirty = false
+
+-- Every moment in the store was written on some clock: this host's, another client's (with
+-- ARGV[2] given), or a former master's. None is honoured later than this call could have
+-- written it itself, so that one host whose clock is ahead cannot hold the others back, and
+-- what is pulled in is written back: a start (a cut, the first answer, an accept, a pause
+-- or the breaker opening) is at most now; an end (a pause, the next probe) is at most its
+-- own length and max_pause from now; the reserved slots (tat) reach at most a full horizon
+-- and one interval more ahead at the current rate, or one burst past the pause.
+local function at_most(t, field, most)
+  if t[field] ~= nil and t[field] > most then
+    t[field] = most
+    return true
+  end
+  return false
+end
+
+local function end_at_most(t, untl, set)
+  local moved = false
+  if t[set] ~= nil and t[set] > now then
+    t[untl] = now + math.min(math.max(0, t[untl] - t[set]), max_pause)
+    t[set] = now
+    moved = true
+  end
+  return at_most(t, untl, now + max_pause) or moved
+end
+
+for _, field in ipairs({ 'cut', 'frozen', 'first' }) do
+  if at_most(R, field, now) then rate_dirty = true end
+end
+if at_most(P, 'acc', now) then pause_dirty = true end
+if end_at_most(P, 'untl', 'set') then pause_dirty = true end
+if at_most(M, 'opened', now) then maint_dirty = true end
+if end_at_most(M, 'next', 'set') then maint_dirty = true end
+if tat ~= nil and R.rate ~= nil then
+  local interval = 1 / rate_now(now)
+  local burst = math.max(interval, BURST)
+  local most = now + math.max(burst, HORIZON) + burst + 2 * interval
+  if P.untl > now then most = math.max(most, P.untl + math.max(1 / R.rate, BURST)) end
+  if tat > most then
+    tat = most
+    tat_dirty = true
+  end
+end
 
 local function drop_lease(token)
   if redis.call('GET', KEYS[6]) == token then redis.call('DEL', KEYS[6]) end
@@ -233,7 +277,10 @@ local function report(kind, at, sent_at, retry_after, probe, token)
     elseif probe then
       M.interval = math.min(probe_max, M.interval * 2)
     end
-    if probe or opened or M.next < at then M.next = at + (adopted or M.interval) end
+    if probe or opened or M.next < at then
+      M.next = at + (adopted or M.interval)
+      M.set = at
+    end
     if probe then drop_lease(token) end
     maint_dirty = true
     if opened then
@@ -404,7 +451,7 @@ if maint_dirty then
     redis.call('DEL', KEYS[5])
   else
     redis.call('HSET', KEYS[5], 'opened', fmt(M.opened), 'next', fmt(M.next),
-      'interval', fmt(M.interval))
+      'interval', fmt(M.interval), 'set', fmt(M.set or M.opened))
     redis.call('EXPIRE', KEYS[5], KEEP)
   end
 end

@@ -20,6 +20,8 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from suno_persona._config import masked_url
+
 __all__ = ["RedisThrottleStore"]
 
 _SCHEMES = ("redis://", "rediss://", "unix://")
@@ -39,7 +41,14 @@ class RedisThrottleStore:
         use_server_time: Take the time from the Redis server (``TIME`` inside the script), so
             hosts with skewed clocks agree. ``False`` sends each client's wall clock instead,
             for managed services that forbid ``TIME`` in scripts; their clocks should then be
-            synchronised (NTP) to well under the spacing of sends.
+            synchronised (NTP) to well under the spacing of sends. Either way the script
+            honours no moment later than the host reading it could have written it itself
+            (a start at most now, a pause or probe at most its own length from now, the
+            reserved slots at most a horizon ahead), so one host whose clock is ahead cannot
+            stall the others ("Clocks" in the "Scaling out" page of the docs).
+
+    The repr, and every warning that names the store, show the URL with its secrets as
+    ``***``: the userinfo, and the ``username=`` and ``password=`` query parameters.
 
     Raises:
         ValueError: The URL is not ``redis://``, ``rediss://`` or ``unix://``, or the timeout is
@@ -57,7 +66,7 @@ class RedisThrottleStore:
             if not redis.startswith(_SCHEMES):
                 raise ValueError(
                     "throttle_store must be a redis://, rediss:// or unix:// URL, got "
-                    f"{redis.split('://', 1)[0]!r}"
+                    f"{masked_url(redis)!r}"
                 )
         elif not isinstance(redis, Redis):
             raise ValueError(  # noqa: TRY004 - the constructor raises ValueError
@@ -85,7 +94,7 @@ class RedisThrottleStore:
         return cls(url, timeout=timeout, use_server_time=use_server_time)
 
     def __repr__(self) -> str:
-        where = "a client of yours" if self._url is None else _without_password(self._url)
+        where = "a client of yours" if self._url is None else masked_url(self._url)
         return f"<RedisThrottleStore {where}>"
 
     def client(self) -> Redis:
@@ -139,10 +148,3 @@ def _close_at_shutdown(redis: Redis) -> AsyncGenerator[None, None]:
     with contextlib.suppress(StopIteration):  # the first step stops at the yield
         generator.asend(None).send(None)
     return generator
-
-
-def _without_password(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    if "@" in rest.split("/", 1)[0]:
-        rest = "***@" + rest.split("@", 1)[1]
-    return f"{scheme}://{rest}"

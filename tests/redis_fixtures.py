@@ -24,11 +24,15 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process; it can be killed and started again on the same port."""
+    """One redis-server process; it can be killed and started again on the same port.
 
-    def __init__(self, program: str, workdir: Path) -> None:
+    ``options`` are added to its command line (``"--requirepass", "..."``).
+    """
+
+    def __init__(self, program: str, workdir: Path, *options: str) -> None:
         self.program = program
         self.workdir = workdir
+        self.options = options
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -45,6 +49,7 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", str(self.workdir),
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -54,7 +59,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:  # noqa: PERF203 - polling until the server listens
                 time.sleep(0.02)
@@ -74,8 +79,8 @@ class RedisServer:
             return sock.recv(65536)
 
 
-@pytest.fixture(name="redis_server", scope="session")
-def _redis_server(tmp_path_factory: pytest.TempPathFactory):
+def redis_program() -> str:
+    """The ``redis-server`` program; the test skips without it (fails with SUNO_REQUIRE_REDIS=1)."""
     program = shutil.which("redis-server")
     if program is None:
         message = "redis-server is not installed (apt-get install redis-server)"
@@ -83,7 +88,12 @@ def _redis_server(tmp_path_factory: pytest.TempPathFactory):
             pytest.fail(f"{message}, and SUNO_REQUIRE_REDIS=1")
         pytest.skip(message)
     pytest.importorskip("redis", reason="the redis package is not installed")
-    server = RedisServer(program, tmp_path_factory.mktemp("redis"))
+    return program
+
+
+@pytest.fixture(name="redis_server", scope="session")
+def _redis_server(tmp_path_factory: pytest.TempPathFactory):
+    server = RedisServer(redis_program(), tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
     server.stop()

@@ -110,6 +110,14 @@ def test_user_info_in_base_url_is_refused_without_showing_it(url, insecure):
     assert "hunter2" not in repr(info.value)
 
 
+def test_a_password_in_the_query_of_base_url_is_not_shown():
+    """A base URL refused for its query shows the query with ``password=`` masked."""
+    with pytest.raises(sp.SunoPersonaError, match="query") as info:
+        sp.AsyncPersonaClient(KEY, base_url="https://api.crun.ai/?password=hunter2-pw&x=1")
+    assert "hunter2" not in str(info.value)
+    assert "password=***&x=1" in str(info.value)
+
+
 def test_user_info_in_the_environment_is_refused_too(monkeypatch):
     """SUNO_API_BASE_URL gets the same checks as base_url."""
     monkeypatch.setenv("SUNO_API_BASE_URL", "https://u:hunter2-pw@api.crun.ai")

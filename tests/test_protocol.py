@@ -209,6 +209,43 @@ class TestRetryAfter:
         value = format_datetime(when, usegmt=True)
         assert _protocol.parse_retry_after(value, now=NOW) == 0.0
 
+    def test_http_date_is_read_against_the_replys_date(self):
+        """A server 20 s ahead of this host names a moment 1 s past its own Date: 1 s, not 21."""
+        server_now = NOW + 20
+        value = format_datetime(
+            datetime.fromtimestamp(server_now + 1, tz=timezone.utc), usegmt=True
+        )
+        date = format_datetime(datetime.fromtimestamp(server_now, tz=timezone.utc), usegmt=True)
+        assert _protocol.parse_retry_after(value, now=NOW, date=date) == 1.0
+        assert _protocol.parse_retry_after(value, now=NOW) == pytest.approx(21.0)
+
+    @pytest.mark.parametrize("date", [None, "", "yesterday", "Fri, 27 Nov 2026 10:00:00 -0000"])
+    def test_without_a_usable_date_the_local_clock_is_used(self, date):
+        """No Date header, or one that is not an HTTP date with a zone: the local clock."""
+        value = format_datetime(datetime.fromtimestamp(NOW + 30, tz=timezone.utc), usegmt=True)
+        assert _protocol.parse_retry_after(value, now=NOW, date=date) == pytest.approx(30.0)
+
+    def test_a_date_before_the_replys_date_means_now(self):
+        """A Retry-After date before the reply's own Date is no wait, never a negative one."""
+        value = format_datetime(datetime.fromtimestamp(NOW + 5, tz=timezone.utc), usegmt=True)
+        date = format_datetime(datetime.fromtimestamp(NOW + 20, tz=timezone.utc), usegmt=True)
+        assert _protocol.parse_retry_after(value, now=NOW, date=date) == 0.0
+
+    def test_the_parser_reads_retry_after_against_the_date_header(self):
+        """A 429 whose Date is 20 s off the local clock carries the 1 s the server meant."""
+        server_now = NOW - 20
+        headers = {
+            "date": format_datetime(
+                datetime.fromtimestamp(server_now, tz=timezone.utc), usegmt=True
+            ),
+            "Retry-After": format_datetime(
+                datetime.fromtimestamp(server_now + 1, tz=timezone.utc), usegmt=True
+            ),
+        }
+        with pytest.raises(sp.RateLimitError) as info:
+            parse(429, envelope(429), headers)
+        assert info.value.retry_after == 1.0
+
     def test_date_without_zone_is_ignored(self):
         """A date with no time zone cannot be placed, so it is ignored."""
         assert _protocol.parse_retry_after("Fri, 27 Nov 2026 10:00:00 -0000", now=NOW) is None

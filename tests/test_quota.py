@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from email.utils import formatdate
+
 import pytest
 from multidict import CIMultiDict
 
@@ -32,6 +34,16 @@ def test_the_earlier_drafts_fields():
 def test_x_ratelimit_with_a_reset_in_seconds_or_epoch_seconds(reset, seconds):
     quota = parse(X_RateLimit_Limit="60", X_RateLimit_Remaining="0", X_RateLimit_Reset=reset)
     assert quota == Quota(limit=60, remaining=0, reset=seconds)
+
+
+def test_an_epoch_reset_is_read_against_the_replys_date():
+    """A reset given as a moment counts from the reply's Date, not from this host's clock."""
+    quota = parse(
+        X_RateLimit_Remaining="0",
+        X_RateLimit_Reset=str(int(NOW) + 90),
+        Date=formatdate(NOW + 30, usegmt=True),
+    )
+    assert quota == Quota(remaining=0, reset=60.0)
 
 
 @pytest.mark.parametrize(
