@@ -365,10 +365,22 @@ class LimitModel:
         test = self._test
         assert test is not None  # noqa: S101 - only called during a test
         elapsed = now - test.since
+        old = self.pace(now) or 0.0
+        if self._raised and test.refused >= _MIN_REFUSED:
+            # A doubled candidate ran into 429s: the limit lies between it and its half
+            # (which was clean), nearer to what the API took when that can be told.
+            self._raised = False
+            self._ceiling = True
+            took = 0.0
+            if test.accepted >= _TEST_ACCEPTED:
+                took = min(test.accepted / max(elapsed, 1e-9), self._delivery_rate(now))
+            self._candidate = max(self._candidate / 2, min(self._candidate, took))
+            self._test = _Tally(now)
+            self.changes += 1
+            return RateChange(old, self.pace(now), "429s")
         if test.accepted == 0 or (test.answers < _TEST_ANSWERS and elapsed < 2 * self._interval):
             return None  # too few answers yet (or nothing accepted: a window is spent)
         share = test.share()
-        old = self.pace(now) or 0.0
         sent_rate = test.sent / max(elapsed, 1e-9)
         held_back = (
             self._test_share is None
@@ -376,8 +388,7 @@ class LimitModel:
             and sent_rate >= _HELD * old
             and test.refused == 0
         )
-        raised_into_429s = self._raised and test.refused >= _MIN_REFUSED
-        if share < _CLEAR and elapsed < self._interval / 4 and not (held_back or raised_into_429s):
+        if share < _CLEAR and elapsed < self._interval / 4 and not held_back:
             return None
         # What the API took: the median over the buckets that held a 429 resists a burst
         # a token bucket stored while a test before was below its rate.
@@ -396,14 +407,6 @@ class LimitModel:
             self.estimate = self._candidate
             self._restart_cycle(now)
             return RateChange(old, self.estimate, "429s")
-        if self._raised:
-            # A doubled candidate ran into 429s: the limit lies between it and its half.
-            self._raised = False
-            self._ceiling = True
-            self._candidate = max(self._candidate / 2, min(self._candidate, accepted_rate))
-            self._test = _Tally(now)
-            self.changes += 1
-            return RateChange(old, self.pace(now), "429s")
         before = self._test_share
         if before is not None:
             # A limit takes as much as before at a lower pace; noise takes less, in step
