@@ -1,0 +1,115 @@
+"""Reaching the store: bounded calls, failures put in words, retries, the eviction check.
+
+The deployment layer under :class:`~suno_persona._redis_state.RedisState`, apart from what
+its script decides:
+
+* :func:`bounded` runs one call to Redis within a time limit and turns every failure into
+  :class:`StoreUnavailable` (the one place where redis-py's errors are translated).
+* :func:`describe` says what a failure means; a ``MOVED`` or ``ASK`` reply says that the
+  server is a Redis Cluster node, and how to connect to the Cluster instead.
+* :func:`retry_delay` spaces the tries of a store that stopped answering: short at first
+  (a Sentinel promotes a replica in about a second), jittered so that a fleet does not try
+  in step, and capped below a second, so that sharing resumes within a second of the store
+  coming back, at no more than one connection per second and process to a dead one.
+* :func:`eviction_risk` reads the server's ``maxmemory`` and ``maxmemory-policy`` (where
+  ``CONFIG`` is allowed) and says when the server may evict the store's keys: under every
+  policy but ``noeviction``, since all of them carry a TTL (they expire when unused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import AskError, MovedError, RedisError
+
+__all__ = ["StoreUnavailable", "bounded", "describe", "eviction_risk", "retry_delay"]
+
+T = TypeVar("T")
+
+RETRY_FIRST = 0.1
+RETRY_MAX = 0.8
+
+
+class StoreUnavailable(Exception):  # noqa: N818 - a signal inside the package
+    """The store did not answer in time, or answered with an error."""
+
+
+async def bounded(work: Awaitable[T], timeout: float) -> T:
+    """The result of ``work``, cancelled past ``timeout`` seconds.
+
+    Raises:
+        StoreUnavailable: No result within the time, or an error of Redis or of the network.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    finally:
+        if not task.done():
+            task.cancel()
+    if not done:
+        raise StoreUnavailable(f"no answer within {timeout} s")
+    try:
+        return task.result()
+    except (RedisError, OSError) as error:
+        raise StoreUnavailable(describe(error)) from error
+
+
+def describe(error: BaseException) -> str:
+    """What ``error`` of a store call means, for the warning that says the store is unavailable."""
+    if isinstance(error, AskError):
+        reply = "MOVED" if isinstance(error, MovedError) else "ASK"
+        return (
+            f"the server is a node of a Redis Cluster, which answered {reply} {error.message}: "
+            "use a redis+cluster:// URL or RedisThrottleStore(RedisCluster(...))"
+        )
+    return str(error) or type(error).__name__
+
+
+def retry_delay(failures: int, draw: Callable[[], float] = random.random) -> float:
+    """Seconds before the next try of a store after ``failures`` failed tries (0: the first).
+
+    ``0.1 * 2**failures`` seconds capped at 0.8, of which a random half to all (``draw()``
+    is in ``[0, 1)``).
+    """
+    return min(RETRY_MAX, RETRY_FIRST * 2.0 ** min(failures, 16)) * (0.5 + draw() / 2)
+
+
+async def eviction_risk(client: Redis | RedisCluster, key: str) -> str | None:
+    """Why the server holding ``key`` may evict the store's keys; ``None`` if it may not.
+
+    ``None`` too when the server refuses ``CONFIG GET`` (managed services often do), or
+    fails to answer: the check is advice, never in the way.
+    """
+    try:
+        if isinstance(client, RedisCluster):
+            config = await client.config_get(
+                "maxmemory*", target_nodes=client.get_node_from_key(key)
+            )
+        else:
+            config = await client.config_get("maxmemory*")
+    except (RedisError, OSError):
+        return None
+    return _risk({_text(name): _text(value) for name, value in config.items()})
+
+
+def _risk(config: Mapping[str, str]) -> str | None:
+    policy = config.get("maxmemory-policy", "noeviction")
+    if policy == "noeviction" or config.get("maxmemory", "0") == "0":
+        return None
+    if not policy.startswith(("allkeys-", "volatile-")):
+        return None
+    which = "any key" if policy.startswith("allkeys-") else "keys with a TTL (all of its do)"
+    return (
+        f"its maxmemory-policy {policy} evicts {which} when memory is full: set "
+        "maxmemory-policy noeviction, or give the throttle a Redis of its own (a process "
+        "that finds the learned rate evicted puts back the rate it knew)"
+    )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
