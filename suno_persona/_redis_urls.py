@@ -31,63 +31,73 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["client_from_url"]
+__all__ = ["check", "client_from_url"]
 
 _CLUSTER_PORT = 6379
 _SENTINEL_PORT = 26379
 
 
-def client_from_url(url: str, timeout: float) -> tuple[Redis | RedisCluster, list[Any]]:
-    """The client of ``url``, and every object to ``aclose()`` when done with it.
+def check(url: str) -> None:
+    """Refuse a malformed Cluster or Sentinel URL at once, rather than at its first use.
 
     Raises:
-        ValueError: The URL is malformed: a port that is not a number, a Cluster URL with a
-            database other than 0, a Sentinel URL without the master's name.
+        ValueError: A port that is not a number, a Cluster URL with a database other than 0,
+            a Sentinel URL without the master's name.
     """
+    if _kind(url):
+        _parts(url)
+
+
+def client_from_url(url: str, timeout: float) -> tuple[Redis | RedisCluster, list[Any]]:
+    """The client of ``url`` (a URL :func:`check` accepts), and every object to ``aclose()``."""
     sockets: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    scheme = url.partition("://")[0]
-    if not scheme.endswith(("+cluster", "+sentinel")):
-        client = Redis.from_url(
-            url,
-            **sockets,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+    no_retries: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), "health_check_interval": 0}
+    kind = _kind(url)
+    if not kind:
+        client = Redis.from_url(url, **sockets, **no_retries, retry_on_timeout=False)
         return client, [client]
-    plain, _, kind = scheme.partition("+")
-    port = _CLUSTER_PORT if kind == "cluster" else _SENTINEL_PORT
-    userinfo, nodes, path, query = _split(url, port)
+    tls, userinfo, nodes, path, query = _parts(url)
     if kind == "cluster":
-        if path.strip("/") not in {"", "0"}:
-            raise ValueError(f"a Redis Cluster has database 0 only, got the path {path!r}")
         (host, port), *others = nodes
         cluster = RedisCluster.from_url(
-            f"{plain}://{userinfo}{_netloc(host, port)}{query}",
+            f"{'rediss' if tls else 'redis'}://{userinfo}{_netloc(host, port)}{query}",
             startup_nodes=[ClusterNode(name, number) for name, number in others],
             **sockets,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
+            **no_retries,
         )
         return cluster, [cluster]
-    name, _, db = path.strip("/").partition("/")
-    if not name:
-        raise ValueError("a redis+sentinel:// URL needs the master's name: .../<name>[/<db>]")
+    name, _, db = path.partition("/")
     options: dict[str, Any] = dict(parse_url(f"redis://{userinfo}localhost/{db}{query}"))
     for key in ("host", "port", "connection_class"):
         options.pop(key, None)
-    tls: dict[str, Any] = {"ssl": True} if plain == "rediss" else {}
-    sentinel = Sentinel(nodes, sentinel_kwargs={**sockets, **tls})  # type: ignore[no-untyped-call]
+    ssl: dict[str, Any] = {"ssl": True} if tls else {}
+    sentinel = Sentinel(nodes, sentinel_kwargs={**sockets, **ssl})  # type: ignore[no-untyped-call]
     master = sentinel.master_for(
-        name,
-        **options,
-        **sockets,
-        **tls,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-        health_check_interval=0,
+        name, **options, **sockets, **ssl, **no_retries, retry_on_timeout=False
     )
     return master, [master, *sentinel.sentinels]
+
+
+def _kind(url: str) -> str:
+    """``"cluster"``, ``"sentinel"``, or ``""`` for one server."""
+    return url.partition("://")[0].partition("+")[2]
+
+
+def _parts(url: str) -> tuple[bool, str, list[tuple[str, int]], str, str]:
+    """A Cluster or Sentinel URL taken apart, and checked.
+
+    Returns TLS or not, ``userinfo@`` (or ``""``), the hosts, the path (without the slashes
+    around it) and ``?query`` (or ``""``).
+    """
+    kind = _kind(url)
+    port = _CLUSTER_PORT if kind == "cluster" else _SENTINEL_PORT
+    userinfo, nodes, path, query = _split(url, port)
+    path = path.strip("/")
+    if kind == "cluster" and path not in {"", "0"}:
+        raise ValueError(f"a Redis Cluster has database 0 only, got the path {path!r}")
+    if kind == "sentinel" and not path.partition("/")[0]:
+        raise ValueError("a redis+sentinel:// URL needs the master's name: .../<name>[/<db>]")
+    return url.startswith("rediss+"), userinfo, nodes, path, query
 
 
 def _split(url: str, default_port: int) -> tuple[str, list[tuple[str, int]], str, str]:

@@ -20,7 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from suno_persona._redis_urls import client_from_url
+from suno_persona._redis_urls import check, client_from_url
 from suno_persona._store import SCHEMES
 
 __all__ = ["RedisThrottleStore"]
@@ -50,8 +50,9 @@ class RedisThrottleStore:
             synchronised (NTP) to well under the spacing of sends.
 
     Raises:
-        ValueError: The URL is not of a scheme above, or the timeout is not a finite
-            number > 0.
+        ValueError: The URL is not of a scheme above or is malformed (a port that is not a
+            number, a Cluster URL with a database, a Sentinel URL without the master's name),
+            or the timeout is not a finite number > 0.
     """
 
     def __init__(
@@ -78,6 +79,8 @@ class RedisThrottleStore:
             or not 0 < timeout < math.inf
         ):
             raise ValueError(f"timeout must be a finite number > 0, got {timeout!r}")
+        if isinstance(redis, str):
+            check(redis)
         self._url = redis if isinstance(redis, str) else None
         self._user = None if isinstance(redis, str) else redis
         self.timeout = float(timeout)
