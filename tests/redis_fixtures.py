@@ -140,7 +140,8 @@ class ClusterServers:
 
 
 class SentinelGroup:
-    """A master, one replica, and three Sentinels that fail over within about a second."""
+    """A master, one replica, and three Sentinels that promote the replica about 2 s after
+    the master dies."""
 
     NAME = "suno"
 
@@ -155,11 +156,13 @@ class SentinelGroup:
         self.master.start()
         self.replica.options = ("--replicaof", "127.0.0.1", str(self.master.port))
         self.replica.start()
+        # A Sentinel reconnects to an instance once a second: a shorter down-after flags the
+        # promoted replica down before it has reconnected, and redis-py refuses such a master.
         for sentinel in self.sentinels:
             config = self.workdir / f"sentinel-{sentinel.port}.conf"
             config.write_text(
                 f"sentinel monitor {self.NAME} 127.0.0.1 {self.master.port} 2\n"
-                f"sentinel down-after-milliseconds {self.NAME} 300\n"
+                f"sentinel down-after-milliseconds {self.NAME} 1000\n"
                 f"sentinel failover-timeout {self.NAME} 1000\n"
             )
             sentinel.options = ("--sentinel",)
