@@ -11,23 +11,30 @@ its script decides:
   (a Sentinel promotes a replica in about a second), jittered so that a fleet does not try
   in step, and capped below a second, so that sharing resumes within a second of the store
   coming back, at no more than one connection per second and process to a dead one.
-* :func:`eviction_risk` reads the server's ``maxmemory`` and ``maxmemory-policy`` (where
-  ``CONFIG`` is allowed) and says when the server may evict the store's keys: under every
+* :func:`warn_of_eviction` reads the server's ``maxmemory`` and ``maxmemory-policy`` (where
+  ``CONFIG`` is allowed) and warns when the server may evict the store's keys: under every
   policy but ``noeviction``, since all of them carry a TTL (they expire when unused).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import AskError, MovedError, RedisError
+from redis.exceptions import AskError, MovedError, RedisClusterException, RedisError
 
-__all__ = ["StoreUnavailable", "bounded", "describe", "eviction_risk", "retry_delay"]
+if TYPE_CHECKING:
+    from suno_persona.redis import RedisThrottleStore
+
+__all__ = ["StoreUnavailable", "bounded", "describe", "retry_delay", "warn_of_eviction"]
+
+logger = logging.getLogger("suno_persona")
 
 T = TypeVar("T")
 
@@ -55,7 +62,7 @@ async def bounded(work: Awaitable[T], timeout: float) -> T:
         raise StoreUnavailable(f"no answer within {timeout} s")
     try:
         return task.result()
-    except (RedisError, OSError) as error:
+    except (RedisError, RedisClusterException, OSError) as error:
         raise StoreUnavailable(describe(error)) from error
 
 
@@ -79,22 +86,24 @@ def retry_delay(failures: int, draw: Callable[[], float] = random.random) -> flo
     return min(RETRY_MAX, RETRY_FIRST * 2.0 ** min(failures, 16)) * (0.5 + draw() / 2)
 
 
-async def eviction_risk(client: Redis | RedisCluster, key: str) -> str | None:
-    """Why the server holding ``key`` may evict the store's keys; ``None`` if it may not.
+async def warn_of_eviction(store: RedisThrottleStore, key: str, timeout: float) -> None:
+    """Log a warning if the server holding ``key`` may evict the store's keys.
 
-    ``None`` too when the server refuses ``CONFIG GET`` (managed services often do), or
-    fails to answer: the check is advice, never in the way.
+    Nothing when the server refuses ``CONFIG GET`` (managed services often do), or does not
+    answer within ``timeout``: the check is advice, never in the way.
     """
-    try:
-        if isinstance(client, RedisCluster):
-            config = await client.config_get(
-                "maxmemory*", target_nodes=client.get_node_from_key(key)
-            )
-        else:
-            config = await client.config_get("maxmemory*")
-    except (RedisError, OSError):
-        return None
-    return _risk({_text(name): _text(value) for name, value in config.items()})
+    with contextlib.suppress(StoreUnavailable):
+        config = await bounded(_memory_config(store.client(), key), timeout)
+        risk = _risk({_text(name): _text(value) for name, value in config.items()})
+        if risk is not None:
+            logger.warning("the throttle store %r may lose the learned rate: %s", store, risk)
+
+
+async def _memory_config(client: Redis | RedisCluster, key: str) -> Mapping[Any, Any]:
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(key)
+        return await client.config_get("maxmemory*", target_nodes=node)
+    return await client.config_get("maxmemory*")
 
 
 def _risk(config: Mapping[str, str]) -> str | None:

@@ -38,7 +38,7 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from suno_persona._quota import Quota
-from suno_persona._redis_reach import StoreUnavailable, bounded, eviction_risk, retry_delay
+from suno_persona._redis_reach import StoreUnavailable, bounded, retry_delay, warn_of_eviction
 from suno_persona._throttle import (
     Answer,
     Decision,
@@ -410,11 +410,4 @@ class RedisState:
             self._discovering = False
         if not self._checked_eviction:
             self._checked_eviction = True
-            with contextlib.suppress(StoreUnavailable):
-                risk = await bounded(
-                    eviction_risk(self.store.client(), self.keys[0]), _DISCOVERY_TIMEOUT
-                )
-                if risk is not None:
-                    logger.warning(
-                        "the throttle store %r may lose the learned rate: %s", self.store, risk
-                    )
+            await warn_of_eviction(self.store, self.keys[0], _DISCOVERY_TIMEOUT)

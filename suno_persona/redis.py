@@ -118,8 +118,8 @@ class RedisThrottleStore:
             OSError: No node could be reached.
         """
         client = self.client()
-        if isinstance(client, RedisCluster) and client is not self._discovered:
-            await client.initialize()
+        if isinstance(client, RedisCluster):
+            await client.initialize()  # again after a failure that made the client forget
             self._discovered = client
 
     def client(self) -> Redis | RedisCluster:

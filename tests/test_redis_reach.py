@@ -76,6 +76,8 @@ def test_bad_sentinel_and_cluster_urls_are_refused_at_once():
         RedisThrottleStore("redis+sentinel://127.0.0.1:26379")
     with pytest.raises(ValueError, match="database 0"):
         RedisThrottleStore("rediss+cluster://127.0.0.1:7000/2")
+    with pytest.raises(ValueError, match=r"the port of '127\.0\.0\.1' must be a number"):
+        RedisThrottleStore("redis+cluster://127.0.0.1:7000,127.0.0.1:x")
     with pytest.raises(ValueError, match="redis\\+cluster://"):
         RedisThrottleStore("cluster://127.0.0.1:7000")
 
