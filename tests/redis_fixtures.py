@@ -5,7 +5,8 @@ persistence, once per session. Without the program the tests that use it skip, u
 ``SUNO_REQUIRE_REDIS=1`` (set by ``.ci/run``), which makes them fail instead
 (:func:`redis_program`). :class:`ClusterServers` and :class:`SentinelGroup` are the
 deployments of ``test_redis_cluster.py`` and ``test_redis_sentinel.py``, started by their
-module's fixture.
+module's fixture. :func:`make_state`, :func:`cut_to` and :func:`share_a_cut` are shared by
+the tests of the store on those deployments.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,6 +182,66 @@ class SentinelGroup:
     def stop(self) -> None:
         for server in (*self.sentinels, self.replica, self.master):
             server.stop()
+
+
+KEY = "sk-redis-deployment-0123456789"
+BASE = "http://127.0.0.1:9"
+
+
+def make_state(store: Any) -> Any:
+    """A :class:`RedisState` on ``store`` (which it closes), as a client of ``BASE`` makes."""
+    from suno_persona._redis_state import RedisState  # noqa: PLC0415 - needs the redis extra
+    from suno_persona._throttle import ThrottlePolicy  # noqa: PLC0415 - beside it
+
+    return RedisState(
+        store,
+        ThrottlePolicy(probe_initial=0.0),
+        base_url=BASE,
+        api_key=KEY,
+        max_pause=10.0,
+        probe_lease=5.0,
+        emit=lambda _: None,
+        owns_store=True,
+    )
+
+
+def cut_to(state: Any, now: float) -> None:
+    """Report enough 429s among answers that the state cuts its rate at its next call."""
+    from suno_persona._throttle import Answer  # noqa: PLC0415 - a helper of the Redis tests
+
+    for _ in range(20):
+        state.report(Answer.ACCEPTED, None, now=now, sent_at=now - 1, probe=False)
+    for _ in range(5):
+        state.report(Answer.REFUSED, None, now=now, sent_at=now - 1, probe=False)
+
+
+async def share_a_cut(one: Any, other: Any) -> list[float]:
+    """``one`` cuts the rate, ``other`` sees the cut, and the two reserve slots in turn.
+
+    Returns when each of the four may send: each further out than the last (a slot that is
+    already due, on a loaded machine, is a "go" at the time of asking).
+    """
+    now = time.monotonic()
+    cut_to(one, now)
+    await one._call("flush", now, 0.0, "")
+    rate = one.rate(now)
+    assert rate is not None
+    await other.admit(time.monotonic(), 10.0, None)
+    assert other.rate(now) == pytest.approx(rate, rel=0.2)
+    ats = []
+    for state in (one, other, one, other):
+        asked = time.monotonic()
+        decision = await state.admit(asked, 10.0, None)
+        ats.append(max(decision.at, asked))
+    assert ats == sorted(ats)
+    return ats
+
+
+def running(deployment: Any) -> Any:
+    """A module fixture's body: ``deployment`` started, then stopped after the module."""
+    deployment.start()
+    yield deployment
+    deployment.stop()
 
 
 @pytest.fixture(name="redis_server", scope="session")

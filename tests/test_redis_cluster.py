@@ -7,10 +7,9 @@ import logging
 import time
 
 import pytest
-from redis_fixtures import ClusterServers
+from redis_fixtures import BASE, KEY, ClusterServers, make_state, running, share_a_cut
 
 import suno_persona as sp
-from suno_persona._throttle import Answer, ThrottlePolicy
 
 redis = pytest.importorskip("redis")
 
@@ -21,17 +20,12 @@ from suno_persona.redis import RedisThrottleStore  # noqa: E402
 
 pytestmark = pytest.mark.slow  # the Cluster takes 2 s to start: once per CI run, not per Python
 
-KEY = "sk-cluster-test-0123456789"
-BASE = "http://127.0.0.1:9"
 STORE_TIMEOUT = 5.0  # a loaded CI machine: these tests are not about the timeout
 
 
 @pytest.fixture(name="cluster", scope="module")
 def _cluster(tmp_path_factory: pytest.TempPathFactory):
-    servers = ClusterServers(tmp_path_factory.mktemp("cluster"))
-    servers.start()
-    yield servers
-    servers.stop()
+    yield from running(ClusterServers(tmp_path_factory.mktemp("cluster")))
 
 
 @pytest.fixture(name="seeds")
@@ -40,26 +34,6 @@ def _seeds(cluster: ClusterServers) -> str:
     for node in cluster.nodes:
         node.command("FLUSHALL")
     return ",".join(f"127.0.0.1:{node.port}" for node in cluster.nodes[:2])
-
-
-def make_state(store: RedisThrottleStore, *, owns_store: bool = True) -> RedisState:
-    return RedisState(
-        store,
-        ThrottlePolicy(probe_initial=0.0),
-        base_url=BASE,
-        api_key=KEY,
-        max_pause=10.0,
-        probe_lease=5.0,
-        emit=lambda _: None,
-        owns_store=owns_store,
-    )
-
-
-def cut_to(state: RedisState, now: float) -> None:
-    for _ in range(20):
-        state.report(Answer.ACCEPTED, None, now=now, sent_at=now - 1, probe=False)
-    for _ in range(5):
-        state.report(Answer.REFUSED, None, now=now, sent_at=now - 1, probe=False)
 
 
 async def opened(state: RedisState) -> RedisState:
@@ -84,19 +58,7 @@ async def test_pacing_is_shared_through_the_cluster(seeds, form, caplog):
         for _ in range(2)
     ]
     one, other = [await opened(make_state(store)) for store in stores]
-    now = time.monotonic()
-    cut_to(one, now)
-    await one._call("flush", now, 0.0, "")
-    rate = one.rate(now)
-    assert rate is not None
-    await other.admit(time.monotonic(), 10.0, None)
-    assert other.rate(now) == pytest.approx(rate, rel=0.2)
-    ats = []
-    for state in (one, other, one, other):
-        asked = time.monotonic()
-        decision = await state.admit(asked, 10.0, None)
-        ats.append(max(decision.at, asked))
-    assert ats == sorted(ats)
+    ats = await share_a_cut(one, other)
     assert ats[-1] > ats[0]  # paced: the four slots are not all at once
     assert one.local is None
     assert other.local is None

@@ -7,17 +7,13 @@ import logging
 import time
 
 import pytest
-from redis_fixtures import RedisServer, redis_program
-
-from suno_persona._throttle import Answer, ThrottlePolicy
+from redis_fixtures import RedisServer, cut_to, make_state, redis_program
 
 redis = pytest.importorskip("redis")
 
 from suno_persona._redis_state import RedisState  # noqa: E402
 from suno_persona.redis import RedisThrottleStore  # noqa: E402
 
-KEY = "sk-eviction-test-0123456789"
-BASE = "http://127.0.0.1:9"
 STORE_TIMEOUT = 5.0  # a loaded CI machine: these tests are not about the timeout
 
 
@@ -42,17 +38,8 @@ def _cache_url(cache: RedisServer) -> str:
     return cache.url
 
 
-def make_state(url: str) -> RedisState:
-    return RedisState(
-        RedisThrottleStore(url, timeout=STORE_TIMEOUT),
-        ThrottlePolicy(probe_initial=0.0),
-        base_url=BASE,
-        api_key=KEY,
-        max_pause=10.0,
-        probe_lease=5.0,
-        emit=lambda _: None,
-        owns_store=True,
-    )
+def store_state(url: str) -> RedisState:
+    return make_state(RedisThrottleStore(url, timeout=STORE_TIMEOUT))
 
 
 async def opened(state: RedisState) -> RedisState:
@@ -75,7 +62,7 @@ async def test_a_policy_that_can_evict_the_keys_warns_once_at_open(
 ):
     """allkeys-* evicts any key; volatile-* evicts keys with a TTL, as all the store's are."""
     cache.command("CONFIG", "SET", "maxmemory-policy", policy)
-    state = await opened(make_state(cache_url))
+    state = await opened(store_state(cache_url))
     state.register()
     for _ in range(3):
         await state.admit(time.monotonic(), 10.0, None)
@@ -88,7 +75,7 @@ async def test_a_policy_that_can_evict_the_keys_warns_once_at_open(
 
 async def test_noeviction_says_nothing(cache, cache_url, caplog):
     cache.command("CONFIG", "SET", "maxmemory-policy", "noeviction")
-    state = await opened(make_state(cache_url))
+    state = await opened(store_state(cache_url))
     assert state.local is None
     assert warnings_of(caplog) == []
     await state.aclose()
@@ -96,7 +83,7 @@ async def test_noeviction_says_nothing(cache, cache_url, caplog):
 
 async def test_a_server_that_forbids_config_says_nothing(cache, cache_url, caplog):
     """A managed service that refuses CONFIG GET: no warning, and the store is shared."""
-    state = await opened(make_state(f"redis://limited:secret@127.0.0.1:{cache.port}/0"))
+    state = await opened(store_state(f"redis://limited:secret@127.0.0.1:{cache.port}/0"))
     assert state.local is None
     assert warnings_of(caplog) == []
     await state.aclose()
@@ -105,12 +92,8 @@ async def test_a_server_that_forbids_config_says_nothing(cache, cache_url, caplo
 async def test_the_learned_rate_survives_the_eviction_of_its_keys(cache, cache_url):
     """Cache keys fill the memory and the LRU policy evicts the store's keys: the next
     decisions still pace at the rate learned, put back from this process's view of it."""
-    state = await opened(make_state(cache_url))
-    now = time.monotonic()
-    for _ in range(20):
-        state.report(Answer.ACCEPTED, None, now=now, sent_at=now - 1, probe=False)
-    for _ in range(5):
-        state.report(Answer.REFUSED, None, now=now, sent_at=now - 1, probe=False)
+    state = await opened(store_state(cache_url))
+    cut_to(state, time.monotonic())
     await state.admit(time.monotonic(), 10.0, None)
     learned = state.rate(time.monotonic())
     assert learned is not None

@@ -6,9 +6,9 @@ import asyncio
 import time
 
 import pytest
-from redis_fixtures import SentinelGroup
+from redis_fixtures import SentinelGroup, make_state, running
 
-from suno_persona._throttle import Answer, ThrottlePolicy
+from suno_persona._throttle import Answer
 
 redis = pytest.importorskip("redis")
 
@@ -17,32 +17,12 @@ from redis.asyncio.sentinel import Sentinel  # noqa: E402
 from redis.backoff import NoBackoff  # noqa: E402
 from redis.retry import Retry  # noqa: E402
 
-from suno_persona._redis_state import RedisState  # noqa: E402
 from suno_persona.redis import RedisThrottleStore  # noqa: E402
-
-KEY = "sk-sentinel-test-0123456789"
-BASE = "http://127.0.0.1:9"
 
 
 @pytest.fixture(name="group", scope="module")
 def _group(tmp_path_factory: pytest.TempPathFactory):
-    group = SentinelGroup(tmp_path_factory.mktemp("sentinel"))
-    group.start()
-    yield group
-    group.stop()
-
-
-def make_state(store: RedisThrottleStore) -> RedisState:
-    return RedisState(
-        store,
-        ThrottlePolicy(probe_initial=0.0),
-        base_url=BASE,
-        api_key=KEY,
-        max_pause=10.0,
-        probe_lease=5.0,
-        emit=lambda _: None,
-        owns_store=True,
-    )
+    yield from running(SentinelGroup(tmp_path_factory.mktemp("sentinel")))
 
 
 async def switch_master(group: SentinelGroup) -> asyncio.Task[float]:
