@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
+from redis_fixtures import free_port, make_state
 
 redis = pytest.importorskip("redis")
 
@@ -99,3 +103,21 @@ async def test_the_clients_of_the_url_forms():
     assert len(closing) == 3  # the master's client and one for each Sentinel
     for client in closing:
         await client.aclose()
+
+
+async def test_a_cluster_that_cannot_be_discovered_warns_once_and_is_tried_again(caplog):
+    """No node answers: the state throttles alone from the first admit, warns once when the
+    discovery fails, and tries again soon."""
+    state = make_state(RedisThrottleStore(f"redis+cluster://127.0.0.1:{free_port()}"))
+    assert (await state.admit(time.monotonic(), 10.0, None)).go  # starts the discovery
+    assert state.local is not None
+    state.register()  # the client opens: the discovery is already under way
+    for _ in range(200):
+        if caplog.records:
+            break
+        await asyncio.sleep(0.01)
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "unavailable" in warning
+    assert "Redis Cluster cannot be connected" in warning
+    assert state._retry_at < time.monotonic() + 0.1
+    await state.aclose()
