@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import AskError, MovedError, RedisClusterException, RedisError
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 if TYPE_CHECKING:
     from suno_persona.redis import RedisThrottleStore
@@ -68,13 +74,15 @@ async def bounded(work: Awaitable[T], timeout: float) -> T:
 
 def describe(error: BaseException) -> str:
     """What ``error`` of a store call means, for the warning that says the store is unavailable."""
-    if isinstance(error, AskError):
-        reply = "MOVED" if isinstance(error, MovedError) else "ASK"
-        return (
-            f"the server is a node of a Redis Cluster, which answered {reply} {error.message}: "
-            "use a redis+cluster:// URL or RedisThrottleStore(RedisCluster(...))"
-        )
-    return str(error) or type(error).__name__
+    reply = str(error)
+    if isinstance(error, AskError):  # redis-py 6 and later
+        reply = f"{'MOVED' if isinstance(error, MovedError) else 'ASK'} {error.message}"
+    elif not (isinstance(error, ResponseError) and reply.startswith(("MOVED ", "ASK "))):
+        return reply or type(error).__name__
+    return (
+        f"the server is a node of a Redis Cluster, which answered {reply}: "
+        "use a redis+cluster:// URL or RedisThrottleStore(RedisCluster(...))"
+    )
 
 
 def retry_delay(failures: int, draw: Callable[[], float] = random.random) -> float:

@@ -114,8 +114,9 @@ class RedisThrottleStore:
         charged to a send's ``timeout``; it is bounded by 5 s instead.
 
         Raises:
+            redis.exceptions.RedisClusterException: No node could be reached.
             redis.exceptions.RedisError: The Cluster could not be discovered.
-            OSError: No node could be reached.
+            OSError: The network failed.
         """
         client = self.client()
         if isinstance(client, RedisCluster):

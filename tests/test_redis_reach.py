@@ -12,7 +12,7 @@ redis = pytest.importorskip("redis")
 
 from redis.asyncio import Redis  # noqa: E402
 from redis.asyncio.cluster import RedisCluster  # noqa: E402
-from redis.exceptions import AskError, MovedError  # noqa: E402
+from redis.exceptions import AskError, MovedError, ResponseError  # noqa: E402
 
 from suno_persona._redis_reach import RETRY_MAX, _risk, describe, retry_delay  # noqa: E402
 from suno_persona._redis_urls import _split, client_from_url  # noqa: E402
@@ -59,6 +59,7 @@ def test_a_moved_or_ask_reply_says_cluster():
     assert "Redis Cluster" in moved
     assert "MOVED 3999 127.0.0.1:7001" in moved
     assert "ASK 12 10.0.0.2:7002" in describe(AskError("12 10.0.0.2:7002"))
+    assert "Redis Cluster" in describe(ResponseError("MOVED 3999 127.0.0.1:7001"))  # redis-py 5
     assert describe(ConnectionError()) == "ConnectionError"
 
 
@@ -90,7 +91,7 @@ async def test_the_clients_of_the_url_forms():
     """Each URL form makes its kind of client, with the store's timeout and no retries."""
     cluster, closing = client_from_url("rediss+cluster://:pw@127.0.0.1:7000,127.0.0.1:7001", 0.1)
     assert isinstance(cluster, RedisCluster)
-    assert {node.port for node in cluster.startup_nodes} == {7000, 7001}
+    assert {node.port for node in cluster.nodes_manager.startup_nodes.values()} == {7000, 7001}
     assert closing == [cluster]
     master, closing = client_from_url("rediss+sentinel://u:pw@127.0.0.1:1,127.0.0.1:2/main/3", 0.1)
     assert isinstance(master, Redis)
