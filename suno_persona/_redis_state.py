@@ -406,7 +406,9 @@ class RedisState:
         if self.local is not None:
             self.local = None
             if not self._discovering:
-                logger.warning("the throttle store %r answers again: sharing it", self.store)
+                logger.warning(
+                    "the throttle store %r answers again: sharing the throttle", self.store
+                )
             self._discovering = False
         if not self._checked_eviction:
             self._checked_eviction = True

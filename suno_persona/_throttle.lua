@@ -13,8 +13,8 @@
 --       3 max_wait  4 beta  5 window  6 min_rate  7 growth  8 probe_initial  9 probe_max
 --       10 max_pause  11 probe lease (ms)  12 process id  13 probe token of this admit
 --       14 adaptive ("1" | "0")  15 slots given back  16 the rate this process last saw
---       ("" none), put back if the rate is missing (evicted)  17 number of reports, then 6 per report:
---       kind ("a" accepted, "r" refused, "m" maintenance, "n" no answer), seconds ago,
+--       ("" none), put back if the rate is missing (evicted)  17 number of reports, then 6 per
+--       report: kind ("a" accepted, "r" refused, "m" maintenance, "n" no answer), seconds ago,
 --       seconds since sent, retry-after ("" none), probe ("1" | "0"), probe token
 -- "curve" mode: ARGV 2 now, 4-7 as above, 8 rate, 9 peak, 10 cut_at, 11 frozen_at ("" none):
 --       returns the learned rate, to check that this curve is AdaptiveRate.rate().
