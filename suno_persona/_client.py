@@ -85,7 +85,8 @@ class AsyncPersonaClient(PersonaCalls):
         event_hooks: Callables called with every :mod:`suno_persona.events` event.
         throttle_store: Where the throttle's shared state lives: ``None`` (the default,
             then ``SUNO_THROTTLE_STORE``) keeps it in this client; a Redis URL
-            (``redis://``, ``rediss://``, ``unix://``) or a
+            (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+            ``redis+sentinel://``) or a
             :class:`suno_persona.redis.RedisThrottleStore` shares the learned rate, the
             ``Retry-After`` pause and the maintenance probe with every client of the same
             key and base URL using that Redis (needs ``suno-persona[redis]``). The cap on

@@ -15,7 +15,11 @@ slot on the learned rate. It returns delays, which are put back on the caller's 
   failure the state logs one warning and throttles in this process alone (a
   :class:`~suno_persona._throttle.LocalState` seeded with the last shared rate divided by the
   live processes, which the script counts in a sorted set of recent callers); it tries the
-  store again in the background after 1 s, doubling to 30 s, and shares again once it answers.
+  store again in the background, soon and then at most 0.8 s apart (``_redis_reach.py``).
+* **Opening is in the background:** a Cluster's discovery (within 5 s, not the store's
+  timeout: this process throttles alone meanwhile, without a warning), this process counted
+  in, and a warning if the server's eviction policy may evict the keys (a rate evicted is put
+  back by the script from this process's last view of it).
 * **No host's clock holds the others.** The moments in the store were written on other
   clocks (other clients' with ``use_server_time=False``, or a former master's): the script
   honours none later than the caller could have written it (a start at most now, a pause or
@@ -37,9 +41,10 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from suno_persona._quota import Quota
+from suno_persona._redis_reach import StoreUnavailable, bounded, retry_delay, warn_of_eviction
 from suno_persona._throttle import (
     Answer,
     Decision,
@@ -60,8 +65,7 @@ PARTS = ("rate", "gcra", "pause", "stats", "maint", "probe", "procs")
 
 _ASK_AHEAD = 0.1
 _FLUSH_AFTER = 0.01
-_RETRY_FIRST = 1.0
-_RETRY_MAX = 30.0
+_DISCOVERY_TIMEOUT = 5.0
 _MAX_QUEUED = 1000
 _MAX_TIMINGS = 100_000
 _GO = Decision(0.0, go=True)
@@ -73,10 +77,6 @@ def key_prefix(base_url: str, api_key: str) -> str:
     """``suno_persona:{<16 hex digits>}``: the braces keep a key's parts in one Cluster slot."""
     digest = hashlib.sha256((base_url + api_key).encode()).hexdigest()[:16]
     return f"suno_persona:{{{digest}}}"
-
-
-class StoreUnavailable(Exception):  # noqa: N818 - a signal inside this module
-    """The store did not answer in time, or answered with an error."""
 
 
 class RedisState:
@@ -145,8 +145,10 @@ class RedisState:
         self._registered = False
         # while the store is unreachable
         self.local: LocalState | None = None
-        self._retry_in = _RETRY_FIRST
+        self._discovering = False
+        self._failures = 0
         self._retry_at = math.inf
+        self._checked_eviction = False
         self.calls = 0
         self.call_seconds: list[float] = []
 
@@ -165,6 +167,8 @@ class RedisState:
         return self._paused_until
 
     async def admit(self, now: float, max_wait: float, reserved: int | None) -> Decision:
+        if self.local is None and not self.store.discovered:
+            self._open(now)
         if self.local is not None:
             self._maybe_retry(now)
             return await self.local.admit(now, max_wait, reserved)
@@ -198,9 +202,9 @@ class RedisState:
         return Decision(at, go=False, wait_probe=verdict == "wait_probe", reason="the maintenance")
 
     def register(self) -> None:
-        if self.local is None and not self._registered:
+        if not self._registered:
             self._registered = True
-            self._spawn(self._flush())
+            self._open(self._clock())
 
     def report(
         self,
@@ -280,6 +284,7 @@ class RedisState:
             token,
             "1" if self._policy.adaptive_rate else "0",
             str(given_back),
+            "" if self._rate is None else repr(self._rate),
             str(len(queue)),
         ]
         for code, at, sent_at, retry_after, probe, probe_token in queue:
@@ -292,7 +297,7 @@ class RedisState:
                 probe_token,
             ]
         started = time.perf_counter()
-        reply = await self._bounded(args)
+        reply = await bounded(self._evalsha(args), self.store.timeout)
         self.calls += 1
         if len(self.call_seconds) < _MAX_TIMINGS:
             self.call_seconds.append(time.perf_counter() - started)
@@ -305,22 +310,6 @@ class RedisState:
         self._emit_events(reply[8:])
         verdict = reply[0]
         return verdict, _seconds(reply[1], math.inf if verdict in _SLOTS else self._max_pause)
-
-    async def _bounded(self, args: list[str]) -> list[str]:
-        task = asyncio.ensure_future(self._evalsha(args))
-        try:
-            done, _ = await asyncio.wait((task,), timeout=self.store.timeout)
-        finally:
-            if not task.done():
-                task.cancel()
-        if not done:
-            raise StoreUnavailable(f"no answer within {self.store.timeout} s")
-        try:
-            return task.result()
-        except (RedisError, OSError) as error:
-            reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        # raised outside the handler, chaining nothing: redis-py's frames hold the password
-        raise StoreUnavailable(reason)
 
     async def _evalsha(self, args: list[str]) -> list[str]:
         client = self.store.client()
@@ -378,10 +367,27 @@ class RedisState:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # --- falling back and coming back ---------------------------------------------------
+    # --- opening, falling back and coming back -------------------------------------------
+
+    def _open(self, now: float) -> None:
+        """Reach the store in the background (a Cluster discovered first, throttling alone)."""
+        if self._discovering or self.local is not None:
+            return  # a discovery, or the retries after a failure, will reach it
+        if not self.store.discovered:
+            self._discovering = True
+            self._go_local(now)
+        self._spawn(self._reach())
+
+    def _go_local(self, now: float) -> None:
+        local = local_state(self._policy, max_pause=self._max_pause, emit=self._emit)
+        if self._rate is not None:
+            local.seed(self._rate / self.live, now)
+        self.local = local
+        self._queue.clear()
+        self._given_back = 0
 
     def _fall_back(self, now: float, error: BaseException) -> None:
-        if self.local is not None:
+        if self.local is not None and not self._discovering:
             return
         logger.warning(
             "the throttle store %r is unavailable (%s): throttling in this process only, "
@@ -389,31 +395,39 @@ class RedisState:
             self.store,
             error,
         )
-        local = local_state(self._policy, max_pause=self._max_pause, emit=self._emit)
-        if self._rate is not None:
-            local.seed(self._rate / self.live, now)
-        self.local = local
-        self._queue.clear()
-        self._given_back = 0
-        self._retry_in = _RETRY_FIRST
-        self._retry_at = now + self._retry_in
+        if self.local is None:
+            self._go_local(now)
+        self._discovering = False
+        self._failures = 0
+        self._retry_at = now + retry_delay(0)
 
     def _maybe_retry(self, now: float) -> None:
         if now < self._retry_at:
             return
         self._retry_at = math.inf
-        self._spawn(self._try_store())
+        self._spawn(self._reach())
 
-    async def _try_store(self) -> None:
-        now = self._clock()
+    async def _reach(self) -> None:
         try:
-            await self._call("flush", now, 0.0, "")
-        except StoreUnavailable:
-            self._retry_in = min(_RETRY_MAX, self._retry_in * 2)
-            self._retry_at = now + self._retry_in
+            await bounded(self.store.discover(), _DISCOVERY_TIMEOUT)
+            await self._call("flush", self._clock(), 0.0, "")
+        except StoreUnavailable as error:
+            if self.local is None or self._discovering:
+                self._fall_back(self._clock(), error)
+            else:
+                self._failures += 1
+                self._retry_at = self._clock() + retry_delay(self._failures)
             return
-        self.local = None
-        logger.warning("the throttle store %r answers again: sharing the throttle", self.store)
+        if self.local is not None:
+            self.local = None
+            if not self._discovering:
+                logger.warning(
+                    "the throttle store %r answers again: sharing the throttle", self.store
+                )
+            self._discovering = False
+        if not self._checked_eviction:
+            self._checked_eviction = True
+            await warn_of_eviction(self.store, self.keys[0], _DISCOVERY_TIMEOUT)
 
 
 def _seconds(text: str, most: float) -> float:

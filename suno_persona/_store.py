@@ -11,10 +11,19 @@ from suno_persona import _config
 from suno_persona._errors import SunoPersonaError
 from suno_persona._throttle import ThrottlePolicy, ThrottleState
 
-__all__ = ["ENV", "build_state"]
+__all__ = ["ENV", "SCHEMES", "build_state"]
 
 ENV = "SUNO_THROTTLE_STORE"
-_SCHEMES = ("redis://", "rediss://", "unix://")
+SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+)
+"""The URL forms of a store (``suno_persona/_redis_urls.py`` says what each one means)."""
 
 
 def build_state(
@@ -41,14 +50,14 @@ def build_state(
         store = _config.env(ENV)
     if store is None or policy is None:
         return None
-    if isinstance(store, str) and not store.startswith(_SCHEMES):
+    if isinstance(store, str) and not store.startswith(SCHEMES):
         raise ValueError(
-            "throttle_store must be a redis://, rediss:// or unix:// URL or a "
+            f"throttle_store must be a {', '.join(SCHEMES)} URL or a "
             f"RedisThrottleStore, got {_config.masked_url(store)!r}"
         )
     if not isinstance(store, str) and type(store).__name__ != "RedisThrottleStore":
         raise ValueError(
-            "throttle_store must be a redis://, rediss:// or unix:// URL or a "
+            f"throttle_store must be a {', '.join(SCHEMES)} URL or a "
             f"RedisThrottleStore, got {type(store).__name__}"
         )
     try:

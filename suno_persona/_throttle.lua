@@ -12,8 +12,9 @@
 --       2 now (client wall clock) or "" for the server's TIME
 --       3 max_wait  4 beta  5 window  6 min_rate  7 growth  8 probe_initial  9 probe_max
 --       10 max_pause  11 probe lease (ms)  12 process id  13 probe token of this admit
---       14 adaptive ("1" | "0")  15 slots given back  16 number of reports, then 6 per report:
---       kind ("a" accepted, "r" refused, "m" maintenance, "n" no answer), seconds ago,
+--       14 adaptive ("1" | "0")  15 slots given back  16 the rate this process last saw
+--       ("" none), put back if the rate is missing (evicted)  17 number of reports, then 6 per
+--       report: kind ("a" accepted, "r" refused, "m" maintenance, "n" no answer), seconds ago,
 --       seconds since sent, retry-after ("" none), probe ("1" | "0"), probe token
 -- "curve" mode: ARGV 2 now, 4-7 as above, 8 rate, 9 peak, 10 cut_at, 11 frozen_at ("" none):
 --       returns the learned rate, to check that this curve is AdaptiveRate.rate().
@@ -83,6 +84,17 @@ local R = {
   aref = tonumber(r[8]) or 0,
 }
 local rate_dirty = false
+local restored = false
+
+-- a learned rate found missing (evicted, or expired) is put back from the caller's last view
+-- of it, as if just cut to it (no burst credit), never taken as "no limit known"
+if adaptive and R.rate == nil and ARGV[16] ~= '' then
+  R.rate = math.max(min_rate, tonumber(ARGV[16]))
+  R.max = R.rate
+  R.cut = now
+  R.cuts = R.cuts + 1
+  rate_dirty, restored = true, true
+end
 
 local function cut_at()
   return R.cut or -math.huge
@@ -168,6 +180,9 @@ end
 
 local tat = tonumber(redis.call('GET', KEYS[2]) or '')
 local tat_dirty = false
+if tat == nil and restored then
+  tat, tat_dirty = now, true
+end
 
 local function rate_accepted(at, sent_at)
   local i = bucket(at)
@@ -353,9 +368,9 @@ local function report(kind, at, sent_at, retry_after, probe, token)
   end
 end
 
-local n = tonumber(ARGV[16])
+local n = tonumber(ARGV[17])
 for i = 0, n - 1 do
-  local b = 17 + 6 * i
+  local b = 18 + 6 * i
   local retry_after = nil
   if ARGV[b + 3] ~= '' then retry_after = tonumber(ARGV[b + 3]) end
   report(ARGV[b], now - tonumber(ARGV[b + 1]), now - tonumber(ARGV[b + 2]), retry_after,

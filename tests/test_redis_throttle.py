@@ -13,6 +13,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis_fixtures import cut_to, share_a_cut
 
 import suno_persona as sp
 from suno_persona._rate import AdaptiveRate
@@ -160,32 +161,11 @@ async def test_a_probe_given_back_frees_the_lease(redis_url):
     await other.aclose()
 
 
-def cut_to(state: RedisState, now: float) -> None:
-    for _ in range(20):
-        state.report(Answer.ACCEPTED, None, now=now, sent_at=now - 1, probe=False)
-    for _ in range(5):
-        state.report(Answer.REFUSED, None, now=now, sent_at=now - 1, probe=False)
-
-
 async def test_the_rate_cut_is_shared_and_slots_are_reserved_across_processes(redis_url):
     one, other = make_state(redis_url), make_state(redis_url)
-    now = time.monotonic()
-    await one.admit(now, 10.0, None)
-    cut_to(one, now)
-    await flush(one)
+    await one.admit(time.monotonic(), 10.0, None)
+    await share_a_cut(one, other)  # slots alternate between the two
     assert any(isinstance(e, sp.events.RateChanged) for e in one.events)  # type: ignore[attr-defined]
-    rate = one.rate(now)
-    assert rate is not None
-    await other.admit(time.monotonic(), 10.0, None)
-    assert other.rate(now) == pytest.approx(rate, rel=0.2)
-    # slots alternate between the two: each one further out than the last (a slot that is
-    # already due, on a loaded machine, is a "go" at the time of asking)
-    ats = []
-    for state in (one, other, one, other):
-        asked = time.monotonic()
-        decision = await state.admit(asked, 10.0, None)
-        ats.append(max(decision.at, asked))
-    assert ats == sorted(ats)
     await one.aclose()
     await other.aclose()
 

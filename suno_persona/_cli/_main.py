@@ -176,7 +176,8 @@ def _connection_options() -> argparse.ArgumentParser:
         "--throttle-store",
         metavar="URL",
         help="share one key's throttle with other processes through Redis: redis://, "
-        "rediss:// or unix:// (default: $SUNO_THROTTLE_STORE; needs suno-persona[redis])",
+        "rediss://, unix://, redis+cluster:// or redis+sentinel:// (default: "
+        "$SUNO_THROTTLE_STORE; needs suno-persona[redis])",
     )
     group.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     return shared
