@@ -268,8 +268,9 @@ def test_flask_threads_on_one_persona_client(emulators, tmp_path):
         sent = emu.codes()
         assert sent.count(200) == 200
         # v0.2's throttle kept this under 0.10 per request; the one re-founded in issue 19
-        # lets more into the empty bucket at start-up (0.2 here), a gap stated in its notes.
-        assert sent.count(429) <= 0.30 * 200, sent.count(429)
+        # measures 0.12-0.13 here (its first tests of the limit at start-up), a gap stated
+        # in its notes. This line guards against worse.
+        assert sent.count(429) <= 0.20 * 200, sent.count(429)
         status, _, body = asyncio.run(post(f"http://127.0.0.1:{port}/personas", ""))
         assert (status, body["field"]) == (422, "task_id")
     finally:
