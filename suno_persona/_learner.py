@@ -21,7 +21,8 @@ sent and how many requests were then in flight. The model keeps four explanation
 * **A spent window.** Several refusals in a row and nothing accepted for a few send
   intervals: a window or quota is used up (or the limiter counts its own denials, and more
   sends only keep it shut). The state then holds every send: until the ``Retry-After`` when
-  there is one, else behind single probes (see ``_state``).
+  there is one, else behind single probes (see ``_state``). Either way the window's quota,
+  over the time it took to give it back, becomes the estimate.
 
 Memory is O(1) in requests: answers are counted in a ring of time buckets covering one
 interval, and in running tallies of the current test or probe.
@@ -33,9 +34,10 @@ import math
 
 import attrs
 
+from suno_persona._tallies import Levels, Ring, Tally, spread
+
 __all__ = ["LimitModel", "RateChange"]
 
-_BUCKETS = 10
 _MIN_REFUSED = 3
 _MARGIN = 0.05  # refused share above the noise floor that calls for a test
 _TEST_GAIN = 0.9
@@ -55,12 +57,6 @@ _PROBE_FILLED = 1.12  # the callers sent at least this much above the pace durin
 _SPENT_IN_A_ROW = 4
 _RARE = 1e-4
 _SPENT_INTERVALS = 3  # nothing accepted for this many send intervals of the estimate
-_CAP_LEVELS = 512
-
-
-def _spread(share: float, answers: int) -> float:
-    """The standard deviation of a refused share measured over ``answers``."""
-    return math.sqrt(max(share * (1 - share), 0.01) / max(1, answers))
 
 
 @attrs.frozen
@@ -79,25 +75,6 @@ class RateChange:
     reason: str
 
 
-class _Tally:
-    """Answers to the requests sent since ``since``."""
-
-    __slots__ = ("accepted", "refused", "sent", "since")
-
-    def __init__(self, since: float) -> None:
-        self.since = since
-        self.sent = 0
-        self.accepted = 0
-        self.refused = 0
-
-    @property
-    def answers(self) -> int:
-        return self.accepted + self.refused
-
-    def share(self) -> float:
-        return self.refused / self.answers if self.answers else 0.0
-
-
 class LimitModel:
     """See the module docstring.
 
@@ -109,11 +86,7 @@ class LimitModel:
     def __init__(self, *, interval: float, min_rate: float) -> None:
         self._interval = interval
         self._min_rate = min_rate
-        self._span = interval / _BUCKETS
-        self._accepted = [0] * _BUCKETS
-        self._refused = [0] * _BUCKETS
-        self._stamps = [-1] * _BUCKETS
-        self._first = math.inf  # the first answer
+        self._ring = Ring(interval)
         self.estimate: float | None = None
         """What the API demonstrably accepts, in requests per second (``None``: no limit)."""
         self.noise = 0.0
@@ -127,7 +100,7 @@ class LimitModel:
         self._accepted_total = 0
         self.changes = 0
         """How many times the pace was lowered: a slot reserved before is stale."""
-        self._test: _Tally | None = None
+        self._test: Tally | None = None
         self._test_from: float | None = None  # the estimate to go back to if noise
         self._test_share: float | None = None
         self._test_accepted = 0.0
@@ -135,17 +108,16 @@ class LimitModel:
         self._candidate = 0.0
         self._raised = False  # the test under way doubled a clean candidate
         self._ceiling = False  # a doubling ran into 429s: no more of them in these tests
-        self._judged = _Tally(math.inf)  # answers since the last decision (or the first)
-        self._since_refusal = _Tally(math.inf)  # ... from the first 429 among them
+        self._judged = Tally(math.inf)  # answers since the last decision (or the first)
+        self._since_refusal = Tally(math.inf)  # ... from the first 429 among them
         self._cycle = _CYCLE_MIN
         self._probe_gain = _PROBE_GAIN
-        self._probe = _Tally(math.inf)
+        self._probe = Tally(math.inf)
         self._probe_end = math.inf
         self._in_a_row = 0
         self._last_accepted = -math.inf
         self._last_refused = -math.inf
-        self._levels_accepted = [0] * _CAP_LEVELS
-        self._levels_refused = [0] * _CAP_LEVELS
+        self._levels = Levels()
         self._cap_trial_at = math.inf
 
     # --- what the gate asks -----------------------------------------------------------
@@ -175,7 +147,7 @@ class LimitModel:
             return True  # nothing accepted for an interval: nothing says otherwise
         if self._in_a_row < self._run_of_noise():
             return False
-        rate = self.estimate if self.estimate is not None else self._accepted_rate(now)
+        rate = self.estimate if self.estimate is not None else self._ring.accepted_rate(now)
         quiet = _SPENT_INTERVALS / rate if rate > 0 else 0.0
         return now - self._last_accepted >= min(quiet, self._interval)
 
@@ -266,29 +238,29 @@ class LimitModel:
 
     def accepted(self, now: float, sent_at: float, in_flight: int) -> RateChange | None:
         """The API processed a request sent at ``sent_at`` with ``in_flight`` in flight."""
-        self._count(now, refused=False)
+        self._ring.count(now, refused=False)
         self._since_spent += 1
         if self._open_from == math.inf:
             self._open_from = now
         self._accepted_total += 1
         self._in_a_row = 0
         self._last_accepted = now
-        self._levels_accepted[min(in_flight, _CAP_LEVELS - 1)] += 1
+        self._levels.count(in_flight, refused=False)
         return self._tally(now, sent_at, refused=False)
 
     def refused(self, now: float, sent_at: float, in_flight: int) -> RateChange | None:
         """The API refused (429) a request sent at ``sent_at`` with ``in_flight`` in flight."""
-        self._count(now, refused=True)
+        self._ring.count(now, refused=True)
         self._in_a_row += 1
         self._last_refused = now
-        self._levels_refused[min(in_flight, _CAP_LEVELS - 1)] += 1
+        self._levels.count(in_flight, refused=True)
         if self.cap is not None and in_flight <= self.cap:
             self.cap = max(1, in_flight - 1)  # refused within the cap: the server's is lower
         return self._tally(now, sent_at, refused=True)
 
     def _tally(self, now: float, sent_at: float, *, refused: bool) -> RateChange | None:
         if self._judged.since == math.inf:
-            self._judged = _Tally(sent_at)
+            self._judged = Tally(sent_at)
         since = self._since_refusal
         if refused or since.answers:
             since.refused += refused
@@ -319,8 +291,8 @@ class LimitModel:
             since = self._since_refusal
             overwhelming = judged.refused >= _TEST_ANSWERS / 2 and since.share() >= _CLEAR
             # With noise learned, only a share clearly above it is news.
-            spread = 3 * _spread(share, judged.answers) if self.noise else 0.0
-            above = share - self.noise > max(_MARGIN, spread)
+            deviation = 3 * spread(share, judged.answers) if self.noise else 0.0
+            above = share - self.noise > max(_MARGIN, deviation)
             if above and (overwhelming or now - judged.since >= self._interval / 4):
                 return self._start_test(now)
         return None
@@ -328,8 +300,8 @@ class LimitModel:
     # --- a test: do the refusals respond to the rate? ----------------------------------
 
     def _start_test(self, now: float) -> RateChange | None:
-        candidate = self._delivery_rate(now)
-        young = now - self._first
+        candidate = self._ring.delivery_rate(now)
+        young = now - self._ring.first
         if young < self._interval:
             # The first refusals: what was accepted so far, over no less than a fifth of
             # an interval (a burst at the start says little of a rate). Too low a guess
@@ -337,7 +309,7 @@ class LimitModel:
             candidate = self._accepted_total / max(young, self._interval / 5)
         if candidate <= 0:
             return None  # nothing accepted: a spent window, not a rate (see spent())
-        cap = self._cap_signature()
+        cap = self._levels.cap(_MIN_REFUSED)
         if cap is not None:
             self.cap = cap
             self._cap_trial_at = now + 4 * self._interval
@@ -348,7 +320,7 @@ class LimitModel:
         self._test_share = None
         self._raised = self._ceiling = False
         self._candidate = candidate if old is None else min(candidate, old)
-        self._test = _Tally(now)
+        self._test = Tally(now)
         self.changes += 1
         return RateChange(old, self.pace(now), "429s")
 
@@ -373,9 +345,9 @@ class LimitModel:
             self._ceiling = True
             took = 0.0
             if test.accepted >= _TEST_ACCEPTED:
-                took = min(test.accepted / max(elapsed, 1e-9), self._delivery_rate(now))
+                took = min(test.accepted / max(elapsed, 1e-9), self._ring.delivery_rate(now))
             self._candidate = max(self._candidate / 2, min(self._candidate, took))
-            self._test = _Tally(now)
+            self._test = Tally(now)
             self.changes += 1
             return RateChange(old, self.pace(now), "429s")
         if test.accepted == 0 or (test.answers < _TEST_ANSWERS and elapsed < 2 * self._interval):
@@ -392,14 +364,14 @@ class LimitModel:
             return None
         # What the API took: the median over the buckets that held a 429 resists a burst
         # a token bucket stored while a test before was below its rate.
-        accepted_rate = min(test.accepted / elapsed, self._delivery_rate(now))
+        accepted_rate = min(test.accepted / elapsed, self._ring.delivery_rate(now))
         if test.accepted < _TEST_ACCEPTED and elapsed < 2 * self._interval:
             return None  # too few accepted to measure what the API takes
         if held_back:
             # Nothing refused, and the callers wanted more: the limit may be higher still.
             self._candidate *= 2
             self._raised = True
-            self._test = _Tally(now)
+            self._test = Tally(now)
             return RateChange(old, self.pace(now), "429s")
         if share <= self.noise + _MARGIN:
             self._test = None
@@ -428,15 +400,15 @@ class LimitModel:
         # which says nothing of the limit.
         floor = _CUT_MAX * self._candidate if test.accepted < _TEST_ACCEPTED else 0.0
         self._candidate = max(self._min_rate, floor, min(self._candidate, accepted_rate))
-        self._test = _Tally(now)
+        self._test = Tally(now)
         self._raised = False
         self.changes += 1
         return RateChange(old, self.pace(now), "429s")
 
     def _settle(self, now: float) -> None:
-        self._judged = _Tally(now)
-        self._since_refusal = _Tally(now)
-        self._forget_levels()
+        self._judged = Tally(now)
+        self._since_refusal = Tally(now)
+        self._levels.forget()
 
     # --- probing above the estimate ----------------------------------------------------
 
@@ -450,7 +422,7 @@ class LimitModel:
     def _restart_cycle(self, now: float, quarters: int | None = None) -> None:
         """The next probe starts ``quarters`` (the cycle) quarter intervals from ``now``."""
         begin = now + (self._cycle if quarters is None else quarters) * self._interval / 4
-        self._probe = _Tally(begin)
+        self._probe = Tally(begin)
         self._probe_end = begin + self._interval
 
     def _judge_probe(self, now: float) -> RateChange | None:
@@ -492,82 +464,8 @@ class LimitModel:
 
     # --- a cap on requests in flight -----------------------------------------------------
 
-    def _cap_signature(self) -> int | None:
-        """The cap, when the refusals fell above every level of in flight that was accepted.
-
-        It lies between the top accepted level and the lowest refused one: the highest
-        level below every refusal is taken (accepted answers of a slow API come back long
-        after the refusals, so the levels they show are those of the start-up ramp). Too
-        high, a refusal within it lowers it at once.
-        """
-        accepted = sum(self._levels_accepted)
-        refused = sum(self._levels_refused)
-        if accepted < _MIN_REFUSED or refused < _MIN_REFUSED:
-            return None
-        # the level that 95% of accepted sends stayed within
-        seen, top = 0, 0
-        for level, count in enumerate(self._levels_accepted):
-            seen += count
-            if seen >= 0.95 * accepted:
-                top = level
-                break
-        above = sum(self._levels_refused[top + 1 :])
-        if top >= 1 and above >= 0.9 * refused:
-            lowest = next(
-                level for level in range(top + 1, _CAP_LEVELS) if self._levels_refused[level]
-            )
-            return lowest - 1
-        return None
-
     def _trial_cap(self, now: float) -> None:
         """Now and then, one more in flight: kept unless a request within it is refused."""
         if self.cap is not None and now >= self._cap_trial_at:
             self.cap += 1
             self._cap_trial_at = now + 4 * self._interval
-
-    def _forget_levels(self) -> None:
-        self._levels_accepted = [0] * _CAP_LEVELS
-        self._levels_refused = [0] * _CAP_LEVELS
-
-    # --- the ring of buckets -------------------------------------------------------------
-
-    def _count(self, now: float, *, refused: bool) -> None:
-        if self._first == math.inf:
-            self._first = now
-        stamp = int(now // self._span)
-        index = stamp % _BUCKETS
-        if self._stamps[index] != stamp:
-            self._stamps[index] = stamp
-            self._accepted[index] = self._refused[index] = 0
-        if refused:
-            self._refused[index] += 1
-        else:
-            self._accepted[index] += 1
-
-    def _live(self, now: float) -> list[int]:
-        oldest = int(now // self._span) - _BUCKETS + 1
-        return [i for i in range(_BUCKETS) if self._stamps[i] >= oldest]
-
-    def _accepted_rate(self, now: float) -> float:
-        """Accepted per second over the last interval."""
-        return sum(self._accepted[i] for i in self._live(now)) / self._interval
-
-    def _delivery_rate(self, now: float) -> float:
-        """What the API accepted per second while it refused: see the module docstring.
-
-        Each bucket's count is divided by the part of it that answers could fall in (the
-        first bucket starts with the first answer, the last one ends now), so a young
-        interval is not taken for a slow API.
-        """
-        live = self._live(now)
-        span = self._span
-        rates = []
-        for i in live:
-            if self._refused[i]:
-                start = max(self._stamps[i] * span, self._first)
-                covered = min(span, now - start)
-                rates.append(self._accepted[i] / max(covered, span / 10))
-        rates.sort()
-        if rates and rates[len(rates) // 2] > 0:
-            return rates[len(rates) // 2]
-        return self._accepted_rate(now)
