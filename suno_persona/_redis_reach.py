@@ -64,6 +64,7 @@ async def bounded(work: Awaitable[T], timeout: float) -> T:
     finally:
         if not task.done():
             task.cancel()
+            task.add_done_callback(_retrieve)  # an error it ends with is nobody's news
     if not done:
         raise StoreUnavailable(f"no answer within {timeout} s")
     try:
@@ -72,6 +73,11 @@ async def bounded(work: Awaitable[T], timeout: float) -> T:
         reason = describe(error)
     # raised outside the handler, chaining nothing: redis-py's frames hold the password
     raise StoreUnavailable(reason)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def describe(error: BaseException) -> str:

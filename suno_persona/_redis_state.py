@@ -361,7 +361,10 @@ class RedisState:
         except StoreUnavailable as error:
             self._fall_back(now, error)
 
-    def _spawn(self, work: Any) -> asyncio.Task[None]:
+    def _spawn(self, work: Any) -> asyncio.Task[None] | None:
+        if self.store.ending():
+            work.close()  # the loop is shutting down: it would be destroyed pending
+            return None
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

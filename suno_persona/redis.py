@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -95,6 +95,7 @@ class RedisThrottleStore:
         self._own: Redis | RedisCluster | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closer: AsyncGenerator[None, None] | None = None
+        self._ending: asyncio.AbstractEventLoop | None = None
         self._discovered: Redis | RedisCluster | None = None
 
     @classmethod
@@ -143,8 +144,19 @@ class RedisThrottleStore:
             assert self._url is not None  # noqa: S101 - set when there is no user client
             self._own, closing = client_from_url(self._url, self.timeout)
             self._loop = loop
-            self._closer = _close_at_shutdown(closing)
+            self._ending = None
+            self._closer = _close_at_shutdown(closing, lambda: setattr(self, "_ending", loop))
         return self._own
+
+    def ending(self) -> bool:
+        """Whether the running loop is shutting down the client the store made for it.
+
+        No new work may start in it then: a task started now would be destroyed pending.
+        """
+        try:
+            return self._ending is asyncio.get_running_loop()
+        except RuntimeError:
+            return True
 
     async def aclose(self) -> None:
         """Close the connections the store opened itself (never those of a client of yours)."""
@@ -157,17 +169,21 @@ class RedisThrottleStore:
                 await own.aclose()
 
 
-def _close_at_shutdown(clients: list[Any]) -> AsyncGenerator[None, None]:
+def _close_at_shutdown(
+    clients: list[Any], ending: Callable[[], None]
+) -> AsyncGenerator[None, None]:
     """An async generator the running loop closes at shutdown, closing ``clients``; keep it.
 
     The loop tracks the async generators started in it and closes them in
     ``shutdown_asyncgens``; this one is started here, up to its ``yield``, without awaiting.
+    ``ending`` is called first, as the shutdown begins.
     """
 
     async def closer() -> AsyncGenerator[None, None]:
         try:
             yield
         finally:
+            ending()
             for client in clients:
                 await client.aclose()
 
