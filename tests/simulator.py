@@ -15,6 +15,7 @@ was first sent (its admission wait).
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import itertools
 import json
@@ -71,13 +72,21 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
 
 def simulate(main: Callable[[], Awaitable[Any]]) -> Any:
-    """Run ``main()`` to completion on a fresh :class:`VirtualTimeLoop`."""
+    """Run ``main()`` to completion on a fresh :class:`VirtualTimeLoop`.
+
+    The garbage collector is held off meanwhile: a finalizer it runs (an object of an
+    earlier run) may schedule a callback at any point, and a run's outcome would then
+    depend on the runs before it in the process.
+    """
     loop = VirtualTimeLoop()
+    gc.collect()
+    gc.disable()
     try:
         return loop.run_until_complete(main())
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        gc.enable()
 
 
 @attrs.define

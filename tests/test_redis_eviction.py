@@ -109,8 +109,10 @@ async def test_the_learned_rate_survives_the_eviction_of_its_keys(cache, cache_u
         filler.close()
     now = time.monotonic()
     decisions = [await state.admit(now, 10.0, None) for _ in range(30)]
+    took = time.monotonic() - now  # the script reads the server's clock, which moved on
     assert state.rate(now) == pytest.approx(learned, rel=0.05)
     paced = [d for d in decisions if not d.go or d.at > now]
     assert paced, "every send went at once: the rate was taken as unknown"
-    assert len(decisions) - len(paced) <= learned * 0.1 + 2  # at most the burst of 0.1 s
+    # at most the burst of 0.1 s, and the slots that fell due while the 30 calls were made
+    assert len(decisions) - len(paced) <= learned * (0.1 + took) + 2
     await state.aclose()
