@@ -15,8 +15,8 @@ was first sent (its admission wait).
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import itertools
 import json
 import random
