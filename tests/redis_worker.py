@@ -1,9 +1,11 @@
 """One process of the multi-process tests and benchmark: N requests through a real client.
 
-``python redis_worker.py BASE_URL KEY STORE N START_AT`` (STORE ``-`` for none) waits until
-the wall clock reaches START_AT, sends N requests with ``generate_many`` and prints one JSON
-line: start and end (wall clock), successes, 429s seen, and the store's script-call times.
-:func:`run_fleet` starts several of them together (the test and the benchmark both use it).
+``python redis_worker.py BASE_URL KEY STORE N`` (STORE ``-`` for none) opens a client, prints
+``ready``, reads the moment to start (wall clock) from its stdin, waits for it, sends N
+requests with ``generate_many`` and prints one JSON line: start and end (wall clock),
+successes, 429s seen, and the time of each script call the store answered (measured here,
+around the store's script call: the library keeps no timings). :func:`run_fleet` starts
+several of them together (the test and the benchmark both use it).
 """
 
 from __future__ import annotations
@@ -13,14 +15,34 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import suno_persona as sp
 
 SCRIPT = str(Path(__file__).resolve())
 
 
-async def main(base_url: str, key: str, store: str, count: int, start_at: float) -> None:
+READY_WITHIN = 60.0  # seconds for every worker to import and open (16 of them on 2 cores)
+
+
+def time_script_calls(state: Any) -> list[float]:
+    """The seconds of each script call ``state`` makes from now on that the store answered."""
+    timings: list[float] = []
+    run: Callable[[list[str]], Awaitable[Any]] = state._run_script
+
+    async def timed(argv: list[str]) -> Any:
+        started = time.perf_counter()
+        reply = await run(argv)
+        timings.append(time.perf_counter() - started)
+        return reply
+
+    state._run_script = timed
+    return timings
+
+
+async def main(base_url: str, key: str, store: str, count: int) -> None:
     refused = 0
 
     def hook(event: object) -> None:
@@ -32,19 +54,22 @@ async def main(base_url: str, key: str, store: str, count: int, start_at: float)
         {"task_id": f"task-{i}", "suno_id": f"suno-{time.time_ns()}-{i}", "name": "n"}
         for i in range(count)
     ]
-    async with sp.AsyncPersonaClient(
+    client = sp.AsyncPersonaClient(
         key,
         base_url=base_url,
         throttle_store=None if store == "-" else store,
         event_hooks=[hook],
         retry=sp.RetryPolicy(max_attempts=50, max_delay=10.0),
-    ) as client:
+    )
+    state = client._throttle.state
+    timings = time_script_calls(state) if hasattr(state, "_run_script") else []
+    async with client:
+        print("ready", flush=True)
+        start_at = float(await asyncio.to_thread(sys.stdin.readline))
         await asyncio.sleep(max(0.0, start_at - time.time()))
         start = time.time()
         results = await client.generate_many(requests)
         end = time.time()
-        state = client._throttle.state
-        timings = list(getattr(state, "call_seconds", []))
         fell_back = getattr(state, "local", None) is not None
     ok = sum(isinstance(r, sp.Persona) for r in results)
     print(
@@ -64,10 +89,11 @@ async def main(base_url: str, key: str, store: str, count: int, start_at: float)
 async def run_fleet(base_url: str, key: str, store: str, processes: int, each: int) -> list[dict]:
     """Run ``processes`` workers of ``each`` requests, started together; their JSON lines.
 
-    The workers run without coverage, even under ``coverage run``: they are timed, and
-    tracing every line made them several times slower than the client is.
+    Every worker has imported the library and opened its client before any starts: they
+    start 0.5 s after the last one is ready. The workers run without coverage, even under
+    ``coverage run``: they are timed, and tracing every line made them several times slower
+    than the client is.
     """
-    start_at = time.time() + 2.0  # every process imported and connected by then
     env = {name: value for name, value in os.environ.items() if not name.startswith("COVERAGE")}
     procs = [
         await asyncio.create_subprocess_exec(
@@ -77,18 +103,37 @@ async def run_fleet(base_url: str, key: str, store: str, processes: int, each: i
             key,
             store,
             str(each),
-            repr(start_at),
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
         )
         for _ in range(processes)
     ]
-    outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 120)
+    try:
+        lines = [await asyncio.wait_for(_ready(proc), READY_WITHIN) for proc in procs]
+    except BaseException:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+        raise
+    if any(line.strip() != b"ready" for line in lines):
+        for proc in procs:
+            proc.kill()
+        raise RuntimeError(f"a worker did not start: {lines}")
+    start_at = time.time() + 0.5
+    outs = await asyncio.wait_for(
+        asyncio.gather(*(p.communicate(f"{start_at!r}\n".encode()) for p in procs)), 120
+    )
     if any(p.returncode != 0 for p in procs):
         raise RuntimeError(f"a worker failed: exit codes {[p.returncode for p in procs]}")
     return [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outs]
 
 
+async def _ready(proc: asyncio.subprocess.Process) -> bytes:
+    assert proc.stdout is not None
+    return await proc.stdout.readline()
+
+
 if __name__ == "__main__":
-    base, api_key, where, n, at = sys.argv[1:]
-    asyncio.run(main(base, api_key, where, int(n), float(at)))
+    base, api_key, where, n = sys.argv[1:]
+    asyncio.run(main(base, api_key, where, int(n)))
