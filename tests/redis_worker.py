@@ -3,9 +3,9 @@
 ``python redis_worker.py BASE_URL KEY STORE N`` (STORE ``-`` for none) opens a client, prints
 ``ready``, reads the moment to start (wall clock) from its stdin, waits for it, sends N
 requests with ``generate_many`` and prints one JSON line: start and end (wall clock),
-successes, 429s seen, the time of each script call the store answered and the number that
-failed or timed out (measured here, around the store's script call: the library keeps no
-timings). :func:`run_fleet` starts
+successes, 429s seen, the time of each script call the store answered (measured here,
+around the store's script call: the library keeps no timings) and the warnings that the
+store was unavailable. :func:`run_fleet` starts
 several of them together (the test and the benchmark both use it).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -28,25 +29,32 @@ SCRIPT = str(Path(__file__).resolve())
 READY_WITHIN = 60.0  # seconds for every worker to import and open (16 of them on 2 cores)
 
 
-class ScriptCalls:
-    """The script calls of a state from now on: the seconds of each one the store answered,
-    and how many failed or were cut off by the store's timeout."""
+def time_script_calls(state: Any) -> list[float]:
+    """The seconds of each script call ``state`` makes from now on that the store answered."""
+    timings: list[float] = []
+    run: Callable[[list[str]], Awaitable[Any]] = state._run_script
 
-    def __init__(self, state: Any) -> None:
-        self.seconds: list[float] = []
-        self.failed = 0
-        self._run: Callable[[list[str]], Awaitable[Any]] = state._run_script
-        state._run_script = self._timed
-
-    async def _timed(self, argv: list[str]) -> Any:
+    async def timed(argv: list[str]) -> Any:
         started = time.perf_counter()
-        try:
-            reply = await self._run(argv)
-        except BaseException:
-            self.failed += 1
-            raise
-        self.seconds.append(time.perf_counter() - started)
+        reply = await run(argv)
+        timings.append(time.perf_counter() - started)
         return reply
+
+    state._run_script = timed
+    return timings
+
+
+class Unavailable(logging.Handler):
+    """Counts the library's warnings that the store is unavailable (each one a spell of
+    throttling in this process alone)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("the throttle store %r is unavailable"):
+            self.count += 1
 
 
 async def main(base_url: str, key: str, store: str, count: int) -> None:
@@ -69,7 +77,9 @@ async def main(base_url: str, key: str, store: str, count: int) -> None:
         retry=sp.RetryPolicy(max_attempts=50, max_delay=10.0),
     )
     state = client._throttle.state
-    calls = ScriptCalls(state) if hasattr(state, "_run_script") else None
+    timings = time_script_calls(state) if hasattr(state, "_run_script") else []
+    unavailable = Unavailable()
+    logging.getLogger("suno_persona").addHandler(unavailable)
     async with client:
         print("ready", flush=True)
         start_at = float(await asyncio.to_thread(sys.stdin.readline))
@@ -86,8 +96,8 @@ async def main(base_url: str, key: str, store: str, count: int) -> None:
                 "end": end,
                 "ok": ok,
                 "refused": refused,
-                "calls": [] if calls is None else calls.seconds,
-                "failed_calls": 0 if calls is None else calls.failed,
+                "calls": timings,
+                "unavailable": unavailable.count,
                 "fell_back": fell_back,
             }
         )
