@@ -1,6 +1,7 @@
 """One process of the multi-process tests and benchmark: N requests through a real client.
 
-``python redis_worker.py BASE_URL KEY STORE N`` (STORE ``-`` for none) opens a client, prints
+``python redis_worker.py BASE_URL KEY STORE N [TIMEOUT]`` (STORE ``-`` for none; TIMEOUT the
+store's, default 0.1 s) opens a client, prints
 ``ready``, reads the moment to start (wall clock) from its stdin, waits for it, sends N
 requests with ``generate_many`` and prints one JSON line: start and end (wall clock),
 successes, 429s seen, the time of each script call the store answered (measured here,
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import suno_persona as sp
+from suno_persona.redis import RedisThrottleStore
 
 SCRIPT = str(Path(__file__).resolve())
 
@@ -57,7 +59,7 @@ class Unavailable(logging.Handler):
             self.count += 1
 
 
-async def main(base_url: str, key: str, store: str, count: int) -> None:
+async def main(base_url: str, key: str, store: str, count: int, timeout: float | None) -> None:
     refused = 0
 
     def hook(event: object) -> None:
@@ -72,7 +74,7 @@ async def main(base_url: str, key: str, store: str, count: int) -> None:
     client = sp.AsyncPersonaClient(
         key,
         base_url=base_url,
-        throttle_store=None if store == "-" else store,
+        throttle_store=None if store == "-" else throttle_store(store, timeout),
         event_hooks=[hook],
         retry=sp.RetryPolicy(max_attempts=50, max_delay=10.0),
     )
@@ -104,7 +106,19 @@ async def main(base_url: str, key: str, store: str, count: int) -> None:
     )
 
 
-async def run_fleet(base_url: str, key: str, store: str, processes: int, each: int) -> list[dict]:
+def throttle_store(url: str, timeout: float | None) -> str | RedisThrottleStore:
+    return url if timeout is None else RedisThrottleStore(url, timeout=timeout)
+
+
+async def run_fleet(
+    base_url: str,
+    key: str,
+    store: str,
+    processes: int,
+    each: int,
+    *,
+    store_timeout: float | None = None,
+) -> list[dict]:
     """Run ``processes`` workers of ``each`` requests, started together; their JSON lines.
 
     Every worker has imported the library and opened its client before any starts: they
@@ -121,6 +135,7 @@ async def run_fleet(base_url: str, key: str, store: str, processes: int, each: i
             key,
             store,
             str(each),
+            *([] if store_timeout is None else [repr(store_timeout)]),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
@@ -153,5 +168,5 @@ async def _ready(proc: asyncio.subprocess.Process) -> bytes:
 
 
 if __name__ == "__main__":
-    base, api_key, where, n = sys.argv[1:]
-    asyncio.run(main(base, api_key, where, int(n)))
+    base, api_key, where, n, *rest = sys.argv[1:]
+    asyncio.run(main(base, api_key, where, int(n), float(rest[0]) if rest else None))
