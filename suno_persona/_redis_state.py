@@ -275,9 +275,11 @@ class RedisState:
         answer = await bounded(self._run_script(request.encode()), self.store.timeout)
         self.calls += 1
         try:
-            reply = Reply.decode(answer, max_pause=self._max_pause)
+            reply: Reply | None = Reply.decode(answer, max_pause=self._max_pause)
         except ValueError as error:
-            raise StoreUnavailable(f"the script answered {error}") from None
+            reply, reason = None, str(error)
+        if reply is None:  # raised outside the handler, chaining nothing (as in bounded)
+            raise StoreUnavailable(f"the script answered {reason}")
         self._cuts = reply.cuts
         self._rate = reply.rate
         self._paused_until = now + reply.pause

@@ -296,6 +296,23 @@ async def test_a_malformed_reply_makes_the_store_unavailable(caplog):
     await state.aclose()
 
 
+async def test_a_malformed_reply_is_raised_chaining_nothing():
+    """As every store error (redis-py's frames hold the password): no cause, no context."""
+    from suno_persona._redis_reach import StoreUnavailable  # noqa: PLC0415 - beside the state
+
+    state = make_state(RedisThrottleStore("redis://127.0.0.1:9/0", timeout=5.0))
+
+    async def answer(_argv: list[str]) -> list[str]:
+        return ["stop", *HEAD[1:]]
+
+    state._run_script = answer
+    with pytest.raises(StoreUnavailable, match="verdict 'stop'") as raised:
+        await state._call("flush", time.monotonic(), 0.0, "")
+    assert raised.value.__cause__ is None
+    assert raised.value.__context__ is None
+    await state.aclose()
+
+
 async def test_the_real_script_reads_the_request_and_answers_the_reply(redis_url):
     """Through the codec, on a real redis-server: a 429 with a Retry-After of 2 s starts a
     2 s pause that the next admission is told about; a rate the store lost is put back."""
