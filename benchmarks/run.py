@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         text += multiprocess.report_no_store(each=each, repeat=repeat)
     elif args.multiprocess:
         text += "\n\n### Processes sharing one key through Redis\n\n"
-        text += multiprocess.report(repeat=repeat)
+        text += multiprocess.report(processes=(4,), repeat=repeat)  # 16: benchmarks.multiprocess
     faulthandler.cancel_dump_traceback_later()
     print(text)
 

@@ -1,7 +1,8 @@
 """The :class:`~suno_persona._throttle.ThrottleState` shared through Redis.
 
-One script call (``EVALSHA`` of ``_throttle.lua``, loaded again after ``NOSCRIPT``) per
-:meth:`RedisState.admit` is the only round trip on the send path. It applies the answers
+One script call (``_throttle.lua`` through redis-py's ``register_script``: ``EVALSHA``, loaded
+again after a ``NOSCRIPT``) per :meth:`RedisState.admit` is the only round trip on the send
+path; ``_redis_script.py`` encodes its arguments and decodes its reply. It applies the answers
 reported since the last call, then decides: the maintenance breaker (one probe lease for the
 whole fleet, ``SET NX PX``), the ``Retry-After`` pause, and a GCRA reservation of the next send
 slot on the learned rate. It returns delays, which are put back on the caller's clock.
@@ -38,13 +39,13 @@ import math
 import secrets
 import time
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.commands.core import AsyncScript
 
 from suno_persona._quota import Quota
 from suno_persona._redis_reach import StoreUnavailable, bounded, retry_delay, warn_of_eviction
+from suno_persona._redis_script import SOURCE, Mode, Params, Reply, Report, Request, keys
 from suno_persona._throttle import (
     Answer,
     Decision,
@@ -52,25 +53,17 @@ from suno_persona._throttle import (
     ThrottlePolicy,
     local_state,
 )
-from suno_persona.events import BreakerClosed, BreakerOpened, PauseStarted, RateChanged
 from suno_persona.redis import RedisThrottleStore
 
 __all__ = ["RedisState", "key_prefix"]
 
 logger = logging.getLogger("suno_persona")
 
-SCRIPT = resources.files("suno_persona").joinpath("_throttle.lua").read_text(encoding="utf-8")
-SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
-PARTS = ("rate", "gcra", "pause", "stats", "maint", "probe", "procs")
-
 _ASK_AHEAD = 0.1
 _FLUSH_AFTER = 0.01
 _DISCOVERY_TIMEOUT = 5.0
 _MAX_QUEUED = 1000
-_MAX_TIMINGS = 100_000
 _GO = Decision(0.0, go=True)
-_SLOTS = frozenset({"go", "slot", "later"})
-_CODES = {Answer.ACCEPTED: "a", Answer.REFUSED: "r", Answer.MAINTENANCE: "m", Answer.NO_ANSWER: "n"}
 
 
 def key_prefix(base_url: str, api_key: str) -> str:
@@ -115,22 +108,13 @@ class RedisState:
         self._policy = policy
         self._max_pause = max_pause
         self._emit = emit
-        prefix = key_prefix(base_url, api_key)
-        self.keys = [f"{prefix}:{part}" for part in PARTS]
-        self._params = [
-            repr(policy.beta),
-            repr(policy.measure_interval),
-            repr(policy.min_rate),
-            repr(policy.growth),
-            repr(min(policy.probe_initial, max_pause)),
-            repr(min(policy.probe_max, max_pause)),
-            repr(max_pause),
-            str(max(1, math.ceil(probe_lease * 1000))),
-        ]
+        self.keys = keys(key_prefix(base_url, api_key))
+        self._params = Params.of(policy, max_pause=max_pause, probe_lease=probe_lease)
+        self._script: AsyncScript | None = None
         self._process = secrets.token_hex(8)
         self._tokens = 0
         self._probe_token = ""
-        self._queue: list[tuple[str, float, float, float | None, bool, str]] = []
+        self._queue: list[Report] = []
         self._given_back = 0
         self._flushing: asyncio.Task[None] | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -149,8 +133,7 @@ class RedisState:
         self._failures = 0
         self._retry_at = math.inf
         self._checked_eviction = False
-        self.calls = 0
-        self.call_seconds: list[float] = []
+        self.calls = 0  # script calls (round trips) that were answered
 
     # --- ThrottleState ------------------------------------------------------------------
 
@@ -179,11 +162,12 @@ class RedisState:
         self._tokens += 1
         token = f"{self._process}:{self._tokens}"
         try:
-            verdict, delay = await self._call("admit", now, max_wait, token)
+            reply = await self._call("admit", now, max_wait, token)
         except StoreUnavailable as error:
             self._fall_back(now, error)
             assert self.local is not None  # noqa: S101 - set by _fall_back
             return await self.local.admit(now, max_wait, reserved)
+        verdict, delay = reply.verdict, reply.delay
         at = now + delay
         if verdict == "go":
             return _GO
@@ -232,7 +216,7 @@ class RedisState:
         token = self._probe_token if probe else ""
         if len(self._queue) >= _MAX_QUEUED:
             del self._queue[0]
-        self._queue.append((_CODES[answer], now, sent_at, retry_after, probe, token))
+        self._queue.append(Report(answer, now, sent_at, retry_after, probe, token))
         urgent = probe or answer in {Answer.REFUSED, Answer.MAINTENANCE}
         self._schedule_flush(0.0 if urgent else _FLUSH_AFTER)
         return probe
@@ -263,75 +247,55 @@ class RedisState:
 
     # --- the script call ------------------------------------------------------------------
 
-    async def _call(self, mode: str, now: float, max_wait: float, token: str) -> tuple[str, float]:
-        """One EVALSHA (the queued reports ride along), bounded by the store's timeout.
+    async def _call(self, mode: Mode, now: float, max_wait: float, token: str) -> Reply:
+        """One script call (the queued reports ride along), bounded by the store's timeout.
 
-        Returns the verdict and its delay; the rest of the reply is kept as this process's
-        view, on its clock. Every delay the reply holds is read as at least 0, and a pause
-        or a wait for the maintenance probe as at most ``max_pause``: the script already
-        bounds what other hosts' clocks wrote (see "Clocks" in docs/scaling.md), and a
-        reply is not trusted to do so.
+        Returns the reply, whose delays :meth:`Reply.decode` bounded; the rest of it is kept
+        as this process's view, on its clock.
+
+        Raises:
+            StoreUnavailable: The store did not answer in time, failed, or answered a reply
+                that is not of the script's layout.
         """
         queue, self._queue = self._queue, []
         given_back, self._given_back = self._given_back, 0
-        args: list[str] = [
-            mode,
-            "" if self.store.use_server_time else repr(self._wall()),
-            repr(min(max_wait, 1e9)),
-            *self._params[:4],
-            *self._params[4:],
-            self._process,
-            token,
-            "1" if self._policy.adaptive_rate else "0",
-            str(given_back),
-            "" if self._rate is None else repr(self._rate),
-            str(len(queue)),
-        ]
-        for code, at, sent_at, retry_after, probe, probe_token in queue:
-            args += [
-                code,
-                repr(max(0.0, now - at)),
-                repr(max(0.0, now - sent_at)),
-                "" if retry_after is None else repr(retry_after),
-                "1" if probe else "0",
-                probe_token,
-            ]
-        started = time.perf_counter()
-        reply = await bounded(self._evalsha(args), self.store.timeout)
+        request = Request(
+            mode=mode,
+            now=now,
+            wall=None if self.store.use_server_time else self._wall(),
+            max_wait=max_wait,
+            params=self._params,
+            process=self._process,
+            token=token,
+            adaptive=self._policy.adaptive_rate,
+            given_back=given_back,
+            last_rate=self._rate,
+            reports=tuple(queue),
+        )
+        answer = await bounded(self._run_script(request.encode()), self.store.timeout)
         self.calls += 1
-        if len(self.call_seconds) < _MAX_TIMINGS:
-            self.call_seconds.append(time.perf_counter() - started)
-        self._cuts = int(reply[2])
-        self._rate = float(reply[3]) if reply[3] else None
-        self._paused_until = now + _seconds(reply[4], self._max_pause)
-        self._breaker_open = reply[5] == "1"
-        self._next_probe_at = now + _seconds(reply[6], self._max_pause)
-        self.live = max(1, int(reply[7]))
-        self._emit_events(reply[8:])
-        verdict = reply[0]
-        return verdict, _seconds(reply[1], math.inf if verdict in _SLOTS else self._max_pause)
-
-    async def _evalsha(self, args: list[str]) -> list[str]:
-        client = self.store.client()
         try:
-            reply: Any = await client.evalsha(SCRIPT_SHA, len(self.keys), *self.keys, *args)
-        except NoScriptError:
-            await client.script_load(SCRIPT)
-            reply = await client.evalsha(SCRIPT_SHA, len(self.keys), *self.keys, *args)
-        return [item.decode() if isinstance(item, bytes) else str(item) for item in reply]
+            reply: Reply | None = Reply.decode(answer, max_pause=self._max_pause)
+        except ValueError as error:
+            reply, reason = None, str(error)
+        if reply is None:  # raised outside the handler, chaining nothing (as in bounded)
+            raise StoreUnavailable(f"the script answered {reason}")
+        self._cuts = reply.cuts
+        self._rate = reply.rate
+        self._paused_until = now + reply.pause
+        self._breaker_open = reply.breaker_open
+        self._next_probe_at = now + reply.next_probe
+        self.live = reply.live
+        for event in reply.events:
+            self._emit(event)
+        return reply
 
-    def _emit_events(self, flat: list[str]) -> None:
-        for index in range(0, len(flat) - 2, 3):
-            kind, first, second = flat[index : index + 3]
-            if kind == "rate":
-                old = float(first) if first else None
-                self._emit(RateChanged(old=old, new=float(second), reason="429s"))
-            elif kind == "pause":
-                self._emit(PauseStarted(seconds=float(first), code=int(second)))
-            elif kind == "open":
-                self._emit(BreakerOpened(next_probe_in=float(first)))
-            else:
-                self._emit(BreakerClosed(open_for=float(first)))
+    async def _run_script(self, argv: list[str]) -> Any:
+        """The script's raw reply to ``argv`` (redis-py loads the script after a NOSCRIPT)."""
+        client = self.store.client()
+        if self._script is None or self._script.registered_client is not client:
+            self._script = client.register_script(SOURCE)
+        return await self._script(self.keys, argv, client=client)
 
     # --- batching of reports --------------------------------------------------------------
 
@@ -431,9 +395,3 @@ class RedisState:
         if not self._checked_eviction:
             self._checked_eviction = True
             await warn_of_eviction(self.store, self.keys[0], _DISCOVERY_TIMEOUT)
-
-
-def _seconds(text: str, most: float) -> float:
-    """A delay of the script's reply, read as a number of seconds from 0 to ``most``."""
-    seconds = float(text)
-    return min(seconds, most) if seconds > 0 else 0.0

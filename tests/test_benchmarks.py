@@ -9,6 +9,7 @@ benchmark server answers as the limiter models of ``suno_persona.testing._limite
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import importlib.util
 import os
@@ -62,7 +63,40 @@ def test_every_scenario_runs_and_is_reported():
     # The CPU table shows how much the rounds spread, beside the median ratio.
     assert re.search(r"^\| suno_persona \|.* \| \d+\.\d\d-\d+\.\d\d \|$", report, re.MULTILINE)
     assert "### Processes sharing one key through Redis" in report
-    assert re.search(r"^\| shared through Redis \| [\d.]+x", report, re.MULTILINE), report[-1500:]
+    shared = r"^\| 4 \| shared through Redis \| 1 \| \d+/\d+ \| [\d.]+x \| "
+    shared += r"[\d.]+/s [✓✗] \| [\d.]+ [✓✗] \|"
+    assert re.search(shared, report, re.MULTILINE), report[-1500:]
+
+
+def test_the_multiprocess_benchmark_takes_a_list_of_process_counts():
+    from benchmarks.multiprocess import parse_processes  # noqa: PLC0415
+
+    assert parse_processes("4,16") == (4, 16)
+    assert parse_processes("4") == (4,)
+    for bad in ("", "4,", "0,16", "four"):
+        with pytest.raises(argparse.ArgumentTypeError, match="counts >= 1"):
+            parse_processes(bad)
+
+
+def test_the_multiprocess_benchmark_scales_a_run_to_about_ten_seconds():
+    from benchmarks.multiprocess import per_process  # noqa: PLC0415
+
+    assert (per_process(4), per_process(16)) == (125, 31)
+
+
+@pytest.mark.parametrize(
+    ("rate", "refused", "marks"),
+    [(47.6, 0.05, ("✓", "✓")), (52.4, 0.0, ("✓", "✓")), (47.4, 0.051, ("✗", "✗"))],
+)
+def test_a_multiprocess_run_is_marked_against_issue_20s_targets(rate, refused, marks):
+    """Within 5 % of 50/s, at most 0.05 429s per request."""
+    from benchmarks.multiprocess import row  # noqa: PLC0415
+
+    measured = {"each": 125, "ok": 500, "ratio": 1.0, "rate": rate, "refused": refused}
+    measured |= {"unavailable": 2, "alone": 0, "calls": 1.5, "p50": 1.0, "p99": 9.0}
+    line = row(4, "shared through Redis", 1, measured)
+    assert line.startswith("| 4 | shared through Redis | 1 | 500/500 | 1.00x |")
+    assert f"| {rate:.1f}/s {marks[0]} | {refused:.3f} {marks[1]} | 2 | 0 | 1.50 |" in line
 
 
 SHAPE_REQUESTS = 20

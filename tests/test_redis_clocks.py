@@ -103,7 +103,7 @@ async def test_a_reply_is_read_within_max_pause(reply, verdict):
     async def answer(_args: list[str]) -> list[str]:
         return replies.pop(0)
 
-    state._evalsha = answer
+    state._run_script = answer
     now = time.monotonic()
     decision = await state.admit(now, 30.0, None)
     assert decision.reason == verdict

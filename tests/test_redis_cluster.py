@@ -106,6 +106,20 @@ async def test_a_client_shares_through_a_cluster_url(server, seeds, cluster):
     assert owner.command("EXISTS", f"{prefix}:procs").strip() == b":1"
 
 
+async def test_a_script_flushed_from_the_cluster_is_loaded_again(seeds, cluster):
+    """The registered script runs through a RedisCluster client: after a ``SCRIPT FLUSH`` on
+    every node, the next call loads it again and the state still shares."""
+    store = RedisThrottleStore(f"redis+cluster://{seeds}", timeout=STORE_TIMEOUT)
+    state = await opened(make_state(store))
+    for node in cluster.nodes:
+        node.command("SCRIPT", "FLUSH")
+    calls = state.calls
+    assert (await state.admit(time.monotonic(), 10.0, None)).go
+    assert state.local is None
+    assert state.calls == calls + 1
+    await state.aclose()
+
+
 async def test_a_node_that_does_not_own_the_slot_warns_cluster(seeds, cluster, caplog):
     """A plain redis:// URL of a Cluster node that does not hold the keys' slot: the
     warning says the server is a Cluster, shows the MOVED reply, and says what to do."""

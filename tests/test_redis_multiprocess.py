@@ -25,6 +25,7 @@ async def measure(redis_url: str) -> tuple[float, float, float]:
     total = PROCESSES * PER_PROCESS
     assert sum(r["ok"] for r in results) == total
     assert not any(r["fell_back"] for r in results)
+    assert all(r["calls"] for r in results)  # the workers timed the store's script calls
     took = max(r["end"] for r in results) - min(r["start"] for r in results)
     refused = sum(r["refused"] for r in results)
     # the rate between the 20th and the 20th-last acceptance: the burst and the tail left out

@@ -84,3 +84,26 @@ async def test_sharing_resumes_within_a_second_of_a_promotion(group):
     await own.aclose()
     for client in sentinel.sentinels:
         await client.aclose()
+
+
+@pytest.mark.slow
+async def test_a_script_flushed_from_the_master_is_loaded_again(group):
+    """The registered script runs through the Sentinel-managed master client: after a
+    ``SCRIPT FLUSH`` on the master, the next call loads it again and the state still shares."""
+    addresses = [("127.0.0.1", sentinel.port) for sentinel in group.sentinels]
+    url = "redis+sentinel://" + ",".join(f"{h}:{p}" for h, p in addresses) + f"/{group.NAME}"
+    state = make_state(RedisThrottleStore(url, timeout=5.0))
+    assert (await state.admit(time.monotonic(), 10.0, None)).go
+    assert state.local is None
+    sentinel = Sentinel(addresses, socket_timeout=1.0)
+    host, port = await sentinel.discover_master(group.NAME)
+    master = Redis(host=host, port=port)
+    await master.script_flush()
+    calls = state.calls
+    assert (await state.admit(time.monotonic(), 10.0, None)).go
+    assert state.local is None
+    assert state.calls == calls + 1
+    await master.aclose()
+    for client in sentinel.sentinels:
+        await client.aclose()
+    await state.aclose()

@@ -21,7 +21,8 @@ from suno_persona._throttle import Answer, Decision, ThrottlePolicy
 
 redis = pytest.importorskip("redis")
 
-from suno_persona._redis_state import SCRIPT, RedisState, key_prefix  # noqa: E402
+from suno_persona._redis_script import SOURCE  # noqa: E402
+from suno_persona._redis_state import RedisState, key_prefix  # noqa: E402
 from suno_persona.redis import RedisThrottleStore  # noqa: E402
 
 KEY = "sk-redis-test-0123456789"
@@ -298,7 +299,7 @@ async def test_client_wall_clock_instead_of_server_time(redis_url):
 @pytest.fixture(name="curve_redis", scope="module")
 def _curve_redis(redis_server):
     client = redis.Redis.from_url(redis_server.url)
-    sha = client.script_load(SCRIPT)
+    sha = client.script_load(SOURCE)
     yield client, sha
     client.close()
 
