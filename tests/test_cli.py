@@ -744,6 +744,16 @@ class TestInProcess:
             async with _connect.open_client(refused):
                 pass  # pragma: no cover
 
+    def test_a_connection_shows_neither_its_key_nor_its_store(self):
+        """The options' value object has the key and the store URL (which may hold a
+        password) out of its repr, so a traceback with locals shows neither."""
+        connection = _connect.Connection(
+            api_key=KEY, base_url=None, timeout=1.0, max_attempts=None, emulate=True,
+            allow_insecure_http=False, throttle_store="redis://:s3cret@127.0.0.1:6379/0",
+        )  # fmt: skip
+        assert KEY not in repr(connection)
+        assert "s3cret" not in repr(connection)
+
     def test_secrets_are_masked_longest_first(self):
         secrets = _console.Secrets()
         for value in ("sk-a", "", "sk-abc", "sk-a"):

@@ -57,13 +57,13 @@ def from_environment(api_key: str | None, base_url: str | None) -> tuple[str | N
 class Connection:
     """How to reach the API, from the options of ``generate`` and ``batch``."""
 
-    api_key: str
+    api_key: str = attrs.field(repr=False)  # a secret: never in a repr or a traceback
     base_url: str | None
     timeout: float
     max_attempts: int | None
     emulate: bool
     allow_insecure_http: bool
-    throttle_store: str | None = None
+    throttle_store: str | None = attrs.field(default=None, repr=False)  # may hold a password
 
 
 def connection(args: argparse.Namespace, secrets: Secrets) -> Connection:
