@@ -366,6 +366,7 @@ class TestBatch:
         assert run.status == 0
         assert sink.read_text() == ""
 
+    @pytest.mark.slow  # more than a second of wall time
     async def test_resume_sends_only_what_has_no_persona(self, emu, env, tmp_path):
         """A second run retries the failed lines only, and ends with one record per line."""
         source = write_lines(tmp_path / "in.jsonl", [fields(n) for n in range(1, 5)])
@@ -444,6 +445,7 @@ class TestBatch:
             ["error: OUTPUT is the INPUT file: choose another -o"],
         )
 
+    @pytest.mark.slow  # more than a second of wall time
     async def test_ctrl_c_keeps_finished_records_and_exits_130(self, tmp_path):
         """SIGINT cancels the requests in flight; finished records stay; a rerun resumes."""
         async with PersonaEmulator(api_keys=[KEY], latency=0.3) as emu:
@@ -504,6 +506,7 @@ class TestBatch:
 
 
 class TestSecrets:
+    @pytest.mark.slow  # more than a second of wall time
     async def test_the_key_never_appears_in_any_output(self, emu, env, tmp_path):
         """Not in stdout, stderr, -v logs or records, even when the API echoes it back."""
         echo = f"key {KEY} is not allowed here"

@@ -115,6 +115,7 @@ class TestTask:
 
 
 class TestBatchWaitingForTasks:
+    @pytest.mark.slow  # more than a second of wall time
     async def test_emulate_waits_for_the_tasks_of_the_example_file(self, tmp_path):
         """The README's demo of --wait-for-tasks: every line gets a persona, after a wait."""
         sink = tmp_path / "out.jsonl"

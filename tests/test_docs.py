@@ -259,6 +259,7 @@ def test_every_module_block_is_served_by_an_integration_test():
     assert {"fastapi_app", "arq_app", "celery_app", "flask_app"} <= used
 
 
+@pytest.mark.slow  # the docs' ~60 examples take half a minute: once per CI run is enough
 @pytest.mark.parametrize("block", _params())
 async def test_example(block: Block, persona_emulator, tmp_path: Path, request):
     """The block runs cleanly and shows what it claims (see the module docstring)."""

@@ -79,6 +79,7 @@ def test_public_classes_live_in_private_modules():
         assert module.split(".")[1].startswith("_"), (name, module)
 
 
+@pytest.mark.slow  # more than a second of wall time
 def test_py_typed_is_in_the_wheel(tmp_path):
     """The built wheel ships py.typed, so type checkers use our annotations."""
     subprocess.run(

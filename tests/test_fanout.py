@@ -253,6 +253,7 @@ class TestConcurrencyCaps:
             )
         assert server.peak_in_flight == 3
 
+    @pytest.mark.slow  # more than a second of wall time
     async def test_attempt_counts_stay_exact_with_many_tasks(self, emu):
         """With a thousand calls in flight, each error reports exactly its own attempts."""
         policy = fast_retry(max_attempts=3, max_delay=0.002)

@@ -421,6 +421,7 @@ async def slow_server(latency):
 
 
 class TestAgainstAServer:
+    @pytest.mark.slow  # more than a second of wall time
     async def test_waiting_for_a_connection_is_not_a_sent_timeout(self):
         """Regression: 10,000 calls on a default client ended in APITimeoutError(sent=True)
         while the server saw few: they timed out waiting for a pooled connection. Here the
@@ -475,6 +476,7 @@ class TestAgainstAServer:
         assert len(batch.result()) == 130
         assert all(isinstance(r, sp.SunoPersonaError) for r in batch.result())
 
+    @pytest.mark.slow  # more than a second of wall time
     async def test_a_blip_of_two_429s_loses_nothing(self):
         """Regression: two 429s with Retry-After in a long run at the limit dropped 364 of
         800 calls (the retry budget drained)."""
@@ -598,6 +600,7 @@ class TestOnFakeTime:
         assert min(r.timestamp for r in emu.requests[1:]) - refused_at >= 5
 
 
+@pytest.mark.slow  # more than a second of wall time
 async def test_the_emulator_announces_its_limit_and_the_client_reads_it():
     """With rate_limit_headers, the emulator sends RateLimit-Policy and RateLimit; the
     client's events say the rate came from headers, and no send goes into an empty bucket."""
