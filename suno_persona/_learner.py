@@ -162,11 +162,9 @@ class LimitModel:
         limiters counting their denials need.
         """
         old = self.pace(now)
-        opened = now - self._open_from if self._open_from < now else 0.0
+        quota, open_from = self._take_quota()
+        opened = now - open_from if open_from < now else 0.0
         window = max(opened + retry_after, self._interval)
-        quota = self._since_spent
-        self._since_spent = 0
-        self._open_from = math.inf
         self._test = None
         self._settle(now)
         if self.estimate is not None and self._probe.since <= now < self._probe_end:
@@ -178,11 +176,8 @@ class LimitModel:
             return None
         if quota <= 0:
             return None
-        self.estimate = max(self._min_rate, quota / window)
-        self.burst = quota if retry_after >= 2 * self._interval else 0
-        self.changes += 1
-        self._restart_cycle(now + retry_after)
-        return RateChange(old, self.estimate, "429s")
+        burst = quota if retry_after >= 2 * self._interval else 0
+        return self._adopt(now, old, max(self._min_rate, quota / window), burst, now + retry_after)
 
     def window_reopened(self, now: float) -> RateChange | None:
         """A spent window with no ``Retry-After`` took a request again: pace to its quota.
@@ -194,24 +189,35 @@ class LimitModel:
         it took it: knocking found when that was. A limit found before is lowered by half
         at most (a short opening says little), and never raised.
         """
-        reopened = (max(self._last_refused, self._open_from) + now) / 2
-        quota, window = self._since_spent, reopened - self._open_from
-        self._since_spent = 0
-        self._open_from = math.inf
+        quota, open_from = self._take_quota()
+        window = (max(self._last_refused, open_from) + now) / 2 - open_from
         if quota <= 0 or not 0 < window < math.inf:
             return None
-        old = self.pace(now)
         rate = max(self._min_rate, quota / window)
         known = self.estimate
         if known is not None:
             # No more than a halving of a limit found: a short opening says little.
             rate = min(max(rate, _CUT_MAX * known), known)
+        # a sliding log, or denials counted: no burst is safe
+        return self._adopt(now, self.pace(now), rate, 0, now)
+
+    def _take_quota(self) -> tuple[int, float]:
+        """What was accepted since a window was last spent, and from when; counted afresh."""
+        taken = self._since_spent, self._open_from
+        self._since_spent = 0
+        self._open_from = math.inf
+        return taken
+
+    def _adopt(
+        self, now: float, old: float | None, rate: float, burst: int, resume: float
+    ) -> RateChange:
+        """Pace at a window's quota ``rate`` (``burst`` of it at once), probing from ``resume``."""
         self._test = None
         self._settle(now)
         self.estimate = rate
-        self.burst = 0  # a sliding log, or denials counted: no burst is safe
+        self.burst = burst
         self.changes += 1
-        self._restart_cycle(now)
+        self._restart_cycle(resume)
         return RateChange(old, rate, "429s")
 
     def _run_of_noise(self) -> int:
