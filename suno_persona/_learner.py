@@ -95,6 +95,7 @@ class LimitModel:
         """The learned cap on requests in flight (``None``: none)."""
         self.burst = 0
         """Sends a learned window lets go at once, at its reset (0: the usual pacing)."""
+        self._whole = True
         self._since_spent = 0
         self._open_from = math.inf  # the first accepted answer since a window was spent
         self._accepted_total = 0
@@ -145,6 +146,8 @@ class LimitModel:
         """Whether the answers say a window is used up (refused in a row, nothing accepted)."""
         if self._in_a_row and now - self._last_accepted >= self._interval:
             return True  # nothing accepted for an interval: nothing says otherwise
+        if self.burst and self._in_a_row and self._since_spent >= self.burst:
+            return True  # a learned window's quota was taken: the refusal says it is spent
         if self._in_a_row < self._run_of_noise():
             return False
         rate = self.estimate if self.estimate is not None else self._ring.accepted_rate(now)
@@ -176,7 +179,10 @@ class LimitModel:
             return None
         if quota <= 0:
             return None
-        burst = quota if retry_after >= 2 * self._interval else 0
+        if self.burst and quota < self.burst / 2:
+            self._whole = False  # a burst at the reset was refused: the window is no fixed one
+        sudden = retry_after >= opened and self._whole
+        burst = quota if retry_after >= 2 * self._interval or sudden else 0
         return self._adopt(now, old, max(self._min_rate, quota / window), burst, now + retry_after)
 
     def window_reopened(self, now: float) -> RateChange | None:

@@ -141,6 +141,45 @@ class TestWhatRefusalsMean:
         assert lm.estimate == pytest.approx(170 / (3.5 + 1.0), rel=0.02)
         assert lm.burst == 0  # a one-second wait: not a long window, no burst at its reset
 
+    def test_a_window_spent_at_once_lets_its_quota_go_at_its_reset(self):
+        """50 accepted in 50 ms, then refused with a second to go: a window that resets
+        whole (a fixed window, or a log the burst filled). Its quota goes at once at the
+        reset, as sending without a throttle does, rather than paced over the window."""
+        lm = model()
+        for i in range(50):
+            lm.accepted(i * 0.001, i * 0.001, 1)
+        lm.window_spent(0.05, 1.0)
+        assert lm.burst == 50
+
+    def test_a_learned_windows_quota_taken_one_refusal_says_it_is_spent(self):
+        """Once a window's quota is known, a 429 after the quota was taken again is the
+        window's end: no run of four refusals (each a request wasted) is waited for."""
+        lm = model()
+        for i in range(50):
+            lm.accepted(i * 0.001, i * 0.001, 1)
+        lm.window_spent(0.05, 1.0)
+        for i in range(50):
+            lm.accepted(1.05 + i * 0.001, 1.05 + i * 0.001, 1)
+        lm.refused(1.11, 1.11, 1)
+        assert lm.spent(1.11)
+
+    def test_a_burst_refused_at_the_reset_ends_the_bursts(self):
+        """A token bucket with a large burst looks like a window once; at the reset it
+        takes a tenth of the burst: no window resets whole here, and no burst is sent again."""
+        lm = model()
+        for i in range(100):
+            lm.accepted(i * 0.001, i * 0.001, 1)
+        lm.window_spent(0.1, 1.0)
+        assert lm.burst == 100
+        for i in range(10):
+            lm.accepted(1.1 + i * 0.001, 1.1 + i * 0.001, 1)
+        lm.window_spent(1.12, 1.0)
+        assert lm.burst == 0
+        for i in range(10):
+            lm.accepted(2.12 + i * 0.001, 2.12 + i * 0.001, 1)
+        lm.window_spent(2.14, 1.0)
+        assert lm.burst == 0
+
     def test_a_window_spent_by_a_probe_keeps_the_estimate(self):
         """The probe above a 50/s estimate spent a window: that is the probe's answer, not
         a new quota; the estimate holds and the next probe comes later."""

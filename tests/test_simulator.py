@@ -7,7 +7,8 @@ Runs are deterministic, so a bound here is a regression line, not a statistic; t
 numbers, over repeated runs, are the benchmarks' (``python -m benchmarks.run --suite shapes``).
 
 The bounds are the issue's targets where the model meets them. Where it does not yet (a
-whole-second ``Retry-After`` on one-second windows, 429s at the start-up of a rate limit),
+one-second sliding log with no ``Retry-After``, a changing limit, 429s at the start-up of a
+rate limit),
 the bound is what it does today, written down so that no change makes it worse, and the
 gap is stated in docs/benchmarks.md.
 """
@@ -53,6 +54,20 @@ def time_target(factory, requests, unthrottled, recipe):
         pytest.param(lambda _s: shapes.FixedWindow(100, 5.0), 300, 0.15, id="quota"),  # see below
         pytest.param(lambda _s: shapes.DenialCounting(50, 1.0), 300, 0.2, id="denial-counting"),
         pytest.param(lambda _s: shapes.ConcurrencyLimit(8, 0.25), 300, 0.1, id="concurrency"),
+        # whole-second Retry-After: each window's quota goes at its reset, as at once as
+        # sending without a throttle does it (paced evenly, they took 1.37x and 1.69x)
+        pytest.param(lambda _s: shapes.FixedWindow(50, 1.0), 300, 0.15, id="fixed-window"),
+        # 32 callers on a quota of 20: most of its 429s are the start-up's (see below)
+        pytest.param(lambda _s: shapes.FixedWindow(20, 1.0), 150, 0.3, id="fixed-window-20"),
+        pytest.param(
+            lambda _s: shapes.DenialCounting(50, 1.0, retry_after=1.0),
+            300,
+            0.15,
+            id="denial-counting-ra",
+        ),
+        pytest.param(
+            lambda _s: shapes.SlidingLog(50, 1.0, retry_after=True), 300, 0.15, id="sliding-log-ra"
+        ),
     ],
 )
 def test_a_real_limit_is_met_in_time_with_few_429s(factory, requests, refusals):
@@ -93,14 +108,7 @@ def test_a_concurrency_limit_is_learned_as_a_cap():
 @pytest.mark.parametrize(
     ("factory", "requests", "slowest"),
     [
-        pytest.param(lambda _s: shapes.FixedWindow(50, 1.0), 300, 1.5, id="fixed-window"),
         pytest.param(lambda _s: shapes.SlidingLog(50, 1.0), 300, 1.6, id="sliding-log"),
-        pytest.param(
-            lambda _s: shapes.DenialCounting(50, 1.0, retry_after=1.0),
-            300,
-            1.75,
-            id="denial-counting-ra",
-        ),
         pytest.param(
             lambda s: shapes.ChangingLimit([(50, 4), (10, 4), (100, 4)], start=s, retry_after=True),
             650,
@@ -110,9 +118,8 @@ def test_a_concurrency_limit_is_learned_as_a_cap():
     ],
 )
 def test_the_shapes_still_short_of_the_target_do_not_regress(factory, requests, slowest):
-    """Whole-second Retry-After on one-second windows, a sliding log knocked on without
-    one, and a limit that changes: no 429 storm, and no slower than today (see the module
-    docstring)."""
+    """A sliding log knocked on without a Retry-After, and a limit that changes: no 429
+    storm, and no slower than today (see the module docstring)."""
     client, unthrottled, _ = contenders(factory, requests)
     assert client.seconds <= slowest * ideal(factory, requests)
     assert client.refusals_per_request <= 0.25
