@@ -389,6 +389,7 @@ class LimitModel:
             self._test = None
             self._settle(now)
             self.estimate = self._candidate
+            self._cycle = _CYCLE_MIN  # a limit found afresh: the probes' back-off was the old one's
             self._restart_cycle(now)
             return RateChange(old, self.estimate, "429s")
         before = self._test_share
@@ -462,6 +463,12 @@ class LimitModel:
             change = RateChange(estimate, took, "probe")
         if refused:
             self._probe_end = min(self._probe_end, now)
+            bold = self._probe_gain > _PROBE_GAIN
+            if bold:
+                # A bolder probe went past the limit: a smaller step soon, no backing off.
+                self._probe_gain = max(_PROBE_GAIN, 1 + (self._probe_gain - 1) / 2)
+                self._restart_cycle(self._probe_end + self._interval / 4, quarters=1)
+                return change
             self._probe_gain = _PROBE_GAIN
             if change is None:
                 self._cycle = min(_CYCLE_MAX, self._cycle * 2)

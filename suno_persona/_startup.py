@@ -66,11 +66,15 @@ class Ramp:
     def answered(self, now: float, *, accepted: bool) -> None:
         """An answer came back: one more in flight per success (per ``share`` successes)."""
         self._answered_at = now
-        if accepted and self.window is not None:
-            self._successes += 1
-            if self._successes >= self._share:
-                self._successes = 0
-                self._grow(self.window + 1)
+        if self.window is None:
+            return
+        if not accepted:
+            self.window = max(1, self.window - 1)  # a 429 gives its place back to no one
+            return
+        self._successes += 1
+        if self._successes >= self._share:
+            self._successes = 0
+            self._grow(self.window + 1)
 
     def next_doubling(self) -> float:
         """When the window doubles if no answer comes back first (``inf``: not started)."""

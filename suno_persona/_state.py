@@ -162,6 +162,7 @@ class LocalState:
         self._paused_until = -math.inf
         self._paused_at = -math.inf
         self._tat = -math.inf
+        self._spacing = math.inf  # the send interval the slots up to _tat were spaced at
         self._tested: float | None = None
         self.seq = 0
         """Sends let through so far."""
@@ -255,6 +256,11 @@ class LocalState:
         if rate is None or (reserved is not None and reserved == model.changes):  # type: ignore[union-attr]
             return self._sent(now, GO)
         interval = 1 / rate
+        if self._tat > now and interval != self._spacing:
+            # The slots ahead were spaced at the pace before: at this pace they end sooner
+            # (a probe above a slow pace is not held back by the slow pace's backlog) or later.
+            self._tat = now + (self._tat - now) * interval / self._spacing
+        self._spacing = interval
         burst = max(interval, _BURST_SECONDS, model.burst * interval)  # type: ignore[union-attr]
         if model.testing_from is not None and model.testing_from != self._tested:  # type: ignore[union-attr]
             # A test of the limit began: no burst credit, the next send goes one interval on.

@@ -42,6 +42,9 @@ class Tally:
         return self.refused / self.answers if self.answers else 0.0
 
 
+_FEW = 4  # accepted per bucket below which one bucket's count says little
+
+
 class Ring:
     """Accepted and refused answers in a ring of ten buckets covering one ``interval``."""
 
@@ -84,7 +87,8 @@ class Ring:
         The median over the buckets of the last interval that held a 429. Each bucket's
         count is divided by the part of it that answers could fall in (the first bucket
         starts with the first answer, the last one ends now), so a young interval is not
-        taken for a slow API.
+        taken for a slow API. When that median is under a few answers per bucket, what was
+        accepted from the first bucket with a 429 to now is the rate instead.
         """
         span = self._span
         rates = []
@@ -95,7 +99,15 @@ class Ring:
                 rates.append(self._accepted[i] / max(covered, span / 10))
         rates.sort()
         if rates and rates[len(rates) // 2] > 0:
-            return rates[len(rates) // 2]
+            median = rates[len(rates) // 2]
+            if median * span >= _FEW:
+                return median
+            # Few answers per bucket: a bucket holds a 429 because it took less than the
+            # others, so the median is low; pool from the first bucket with a 429 instead.
+            live = self._live(now)
+            first = min(self._stamps[i] for i in live if self._refused[i])
+            accepted = sum(self._accepted[i] for i in live if self._stamps[i] >= first)
+            return accepted / max(now - max(first * span, self.first), span)
         return self.accepted_rate(now)
 
 

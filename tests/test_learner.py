@@ -250,6 +250,31 @@ class TestProbing:
         assert lm.estimate == pytest.approx(50, rel=0.1)
         assert lm._cycle > 8
 
+    def test_a_bold_probe_refused_takes_a_smaller_step_soon(self):
+        """A probe at three times the estimate (after clean ones doubled the step) ran into
+        the limit: the next probe comes after the drain with half the step, and the cycle
+        does not back off (it once waited 4 s, and a risen limit took 5 s more to find)."""
+        lm = model()
+        lm.seed(20.0, 0.0)
+        lm._probe_gain = 3.0
+        start = lm._probe.since
+        for i in range(5):
+            lm.accepted(start + 0.01 + i * 0.01, start + i * 0.01, 1)
+        for i in range(3):
+            lm.refused(start + 0.06 + i * 0.01, start + 0.05 + i * 0.01, 1)
+        assert lm._probe_gain == 2.0
+        assert lm._cycle == 8
+        assert lm._probe.since <= start + 0.08 + 0.5 + 1e-9
+
+    def test_a_limit_found_afresh_restarts_the_probe_schedule(self):
+        """Probes refused at an old limit had backed the cycle off to 8 s; a test that finds
+        a new limit probes it on the shortest cycle again."""
+        lm = model()
+        lm._cycle = 32
+        feed(lm, bucket(50), until=1.5, pace_of=200)
+        assert lm.estimate == pytest.approx(50, rel=0.15)
+        assert lm._cycle == 8
+
 
 def test_memory_is_constant_in_requests():
     """A long run of answers grows nothing: the model counts in a fixed ring."""

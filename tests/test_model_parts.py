@@ -1,0 +1,90 @@
+"""The pieces under the model, each on a made-up clock: the start-up ramp, the ring of
+answers, and the send slots of the in-process state."""
+
+from __future__ import annotations
+
+import math
+
+from suno_persona._startup import Ramp
+from suno_persona._state import LocalState
+from suno_persona._tallies import Ring
+
+
+class TestRamp:
+    def test_a_success_makes_room_for_two(self):
+        ramp = Ramp(4, 64)
+        for _ in range(4):
+            ramp.answered(0.01, accepted=True)
+        assert ramp.window == 8
+
+    def test_a_429_gives_its_place_to_no_one(self):
+        """Past a limit's burst, every answer is a 429: the ramp shrinks instead of sending
+        a new request for each refused one (it sent a window's worth more into an empty
+        token bucket before the model's first test)."""
+        ramp = Ramp(4, 64)
+        for _ in range(4):
+            ramp.answered(0.01, accepted=True)
+        for _ in range(3):
+            ramp.answered(0.02, accepted=False)
+        assert ramp.window == 5
+        for _ in range(10):
+            ramp.answered(0.03, accepted=False)
+        assert ramp.window == 1  # never below one
+
+    def test_random_refusals_slow_its_growth_but_do_not_stop_it(self):
+        """30% refused: the window still grows by about 0.4 per answer."""
+        ramp = Ramp(4, 1000)
+        for i in range(100):
+            ramp.answered(0.01, accepted=i % 10 >= 3)
+        assert ramp.window == 4 + 70 - 30
+
+
+class TestDeliveryRate:
+    def test_few_answers_per_bucket_are_pooled(self):
+        """20/s paced into a 20/s limit: two answers per tenth of a second, and a bucket
+        holds a 429 because one of its two was refused. The median of those buckets says
+        10/s; what the API took from the first 429 on says about 20."""
+        ring = Ring(1.0)
+        for i in range(20):
+            now = 0.0125 + i * 0.05
+            ring.count(now, refused=i % 6 == 5)
+        assert ring.delivery_rate(1.0) >= 15
+
+    def test_many_answers_per_bucket_keep_the_median(self):
+        """A burst in one bucket is not taken for the rate: 40 accepted in the first
+        bucket, then 5 per bucket beside a 429 each."""
+        ring = Ring(1.0)
+        for i in range(40):
+            ring.count(0.001 + i * 0.001, refused=False)
+        ring.count(0.05, refused=True)
+        for b in range(1, 10):
+            for k in range(5):
+                ring.count(b * 0.1 + 0.01 + k * 0.01, refused=False)
+            ring.count(b * 0.1 + 0.08, refused=True)
+        assert 45 <= ring.delivery_rate(1.0) <= 55
+
+
+class TestSendSlots:
+    def state(self):
+        return LocalState(
+            interval=1.0,
+            min_rate=1.0,
+            adaptive=True,
+            probe_initial=0.25,
+            probe_max=1.0,
+            max_pause=10.0,
+            emit=lambda _event: None,
+        )
+
+    def test_slots_reserved_at_a_slow_pace_end_sooner_when_it_rises(self):
+        """Three slots reserved at 2/s reach 1.5 s ahead; when the pace rises to 6/s (a
+        probe), the next slot is within three of the new spacing, not behind the old ones
+        (a probe above 2/s once sent one request in its whole second)."""
+        state = self.state()
+        model = state._model
+        model.seed(2.0, 0.0)
+        for _ in range(3):
+            state.decide(0.0, math.inf, None)
+        model.estimate = 6.0
+        decision = state.decide(0.01, math.inf, None)
+        assert decision.at <= 0.01 + 3 / (6.0 * 0.98) + 1e-9
