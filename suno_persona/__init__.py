@@ -23,10 +23,10 @@ from suno_persona._errors import (
 from suno_persona._fanout import Completions
 from suno_persona._models import Persona, PersonaRequest
 from suno_persona._persona import Outcome
+from suno_persona._policy import ThrottlePolicy
 from suno_persona._retry import RetryPolicy
 from suno_persona._sync import PersonaClient
 from suno_persona._task import Song, SunoTask, TaskStatus
-from suno_persona._throttle import ThrottlePolicy
 from suno_persona._version import __version__
 
 __all__ = [

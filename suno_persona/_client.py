@@ -7,8 +7,8 @@ The parts, each in its own module:
   generic over the endpoint;
 * ``_settings``: the settings that ``with_options`` varies;
 * ``_protocol`` (the wire format, pure), ``_transport`` (the aiohttp edge, where foreign
-  exceptions become ours), ``_retry``, ``_throttle`` and ``_config`` (the checks of the
-  configuration).
+  exceptions become ours), ``_retry``, ``_policy`` (the throttle's settings),
+  ``_throttle`` (its gate) and ``_config`` (the checks of the configuration).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from suno_persona._fanout import (
 from suno_persona._gates import build_gates
 from suno_persona._models import Persona, PersonaRequest
 from suno_persona._persona import Outcome, PersonaCalls, coerce
+from suno_persona._policy import ThrottlePolicy
 from suno_persona._retry import RetryPolicy
 from suno_persona._session import SessionBinding, cap_to_pool
 from suno_persona._settings import UNSET, EventHook, Maybe, derive, retry_policy, varied
-from suno_persona._throttle import ThrottlePolicy
 
 if TYPE_CHECKING:
     from suno_persona.redis import RedisThrottleStore

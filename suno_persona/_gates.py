@@ -10,8 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from suno_persona import _store
+from suno_persona._policy import ThrottlePolicy, local_state
 from suno_persona._retry import RetryBudget
-from suno_persona._throttle import LocalState, Throttle, ThrottlePolicy, local_state
+from suno_persona._state import LocalState
+from suno_persona._throttle import Throttle
 
 if TYPE_CHECKING:
     from suno_persona.redis import RedisThrottleStore

@@ -32,7 +32,8 @@ from typing import Literal, cast, get_args
 
 import attrs
 
-from suno_persona._throttle import Answer, ThrottlePolicy
+from suno_persona._policy import ThrottlePolicy
+from suno_persona._state import Answer
 from suno_persona.events import BreakerClosed, BreakerOpened, PauseStarted, RateChanged
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The :class:`~suno_persona._throttle.ThrottleState` shared through Redis.
+"""The :class:`~suno_persona._state.ThrottleState` shared through Redis.
 
 One script call (``_throttle.lua`` through redis-py's ``register_script``: ``EVALSHA``, loaded
 again after a ``NOSCRIPT``) per :meth:`RedisState.admit` is the only round trip on the send
@@ -14,7 +14,7 @@ slot on the learned rate. It returns delays, which are put back on the caller's 
   its slot, the answer comes from what the last script call said (pause, breaker, cuts).
 * **Redis is never in the way.** Each call is bounded by the store's ``timeout``. On any
   failure the state logs one warning and throttles in this process alone (a
-  :class:`~suno_persona._throttle.LocalState` seeded with the last shared rate divided by the
+  :class:`~suno_persona._state.LocalState` seeded with the last shared rate divided by the
   live processes, which the script counts in a sorted set of recent callers); it tries the
   store again in the background, soon and then at most 0.8 s apart (``_redis_reach.py``).
 * **Opening is in the background:** a Cluster's discovery (within 5 s, not the store's
@@ -43,16 +43,11 @@ from typing import Any
 
 from redis.commands.core import AsyncScript
 
+from suno_persona._policy import ThrottlePolicy, local_state
 from suno_persona._quota import Quota
 from suno_persona._redis_reach import StoreUnavailable, bounded, retry_delay, warn_of_eviction
 from suno_persona._redis_script import SOURCE, Mode, Params, Reply, Report, Request, keys
-from suno_persona._throttle import (
-    Answer,
-    Decision,
-    LocalState,
-    ThrottlePolicy,
-    local_state,
-)
+from suno_persona._state import Answer, Decision, LocalState
 from suno_persona.redis import RedisThrottleStore
 
 __all__ = ["RedisState", "key_prefix"]

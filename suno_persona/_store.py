@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from suno_persona import _config
 from suno_persona._errors import SunoPersonaError
-from suno_persona._throttle import ThrottlePolicy, ThrottleState
+from suno_persona._policy import ThrottlePolicy
+from suno_persona._state import ThrottleState
 
 __all__ = ["ENV", "SCHEMES", "build_state"]
 

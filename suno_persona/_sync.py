@@ -28,10 +28,10 @@ from suno_persona._loop_thread import CLOSED as _CLOSED
 from suno_persona._loop_thread import LoopThread
 from suno_persona._models import Persona, PersonaRequest
 from suno_persona._persona import Outcome
+from suno_persona._policy import ThrottlePolicy
 from suno_persona._retry import RetryPolicy
 from suno_persona._settings import EventHook
 from suno_persona._task import SunoTask
-from suno_persona._throttle import ThrottlePolicy
 
 if TYPE_CHECKING:
     from suno_persona.redis import RedisThrottleStore

@@ -17,21 +17,21 @@ asks the store, one round trip per send.
 The gate is fed plain :class:`Answer` values by the client, never its exceptions, and raises
 only two signals of its own: :class:`~suno_persona._deadline.WouldPassDeadline` and
 :class:`GateClosed`. Every wait ends at once when the client is closed.
+
+Here is the gate's door: what the client calls, closing, and asking a shared store. The
+queue and what admits from it are in ``_admission``, the policy in ``_policy``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import heapq
-import itertools
 import math
 from collections.abc import Awaitable, Callable
 
-import attrs
-
-from suno_persona import _validators as check
-from suno_persona._deadline import Deadline, WouldPassDeadline
+from suno_persona._admission import PROBE_HINT, AdmissionQueue, Pass, Places, Waiter
+from suno_persona._deadline import Deadline
+from suno_persona._policy import ThrottlePolicy, local_state
 from suno_persona._quota import Quota
 from suno_persona._startup import GRACE, GRACE_SHARED, Ramp
 from suno_persona._state import GO, Answer, Decision, LocalState, ThrottleState
@@ -48,151 +48,12 @@ __all__ = [
     "local_state",
 ]
 
-_PROBE_HINT = 0.05
-
-
-@attrs.frozen(kw_only=True)
-class ThrottlePolicy:
-    """How the calls of one client cooperate. ``throttle=None`` on the client turns it off.
-
-    Attributes:
-        adaptive_rate: Learn the API's limit from 429s (a pace, or a cap on requests in
-            flight); ``False`` keeps the breaker, the pauses and announced quotas only.
-        initial_window: Requests in flight at first, while the API's limit is unknown;
-            ``None`` turns the start-up ramp off.
-        max_window: The ramp ends when this many requests are in flight with no limit found.
-        beta: A cut of the shared store's learned rate keeps this share of the accepted rate
-            (the store's own learner; the process's model does not cut).
-        measure_interval: Seconds over which answers are judged: a test of the 429s lasts
-            at least a quarter of it, the pace probes above its estimate once per cycle of
-            quarter intervals.
-        min_rate: Floor of the learned pace, in requests per second.
-        growth: How fast the shared store's learned rate grows back after a cut.
-        probe_initial: Seconds from the first 455 to the first maintenance probe.
-        probe_max: Longest interval between maintenance probes.
-        retry_budget: Tokens in the retry budget; ``0`` turns the budget off.
-        retry_cost: Tokens a retry after a 500 or an unsent connection failure spends
-            (retries after 429 and 455 are paced by the gate and cost nothing).
-        timeout_retry_cost: Tokens a retry after a timeout or broken connection spends.
-        success_refund: Tokens a success earns back.
-    """
-
-    adaptive_rate: bool = attrs.field(default=True, validator=check.boolean)
-    initial_window: int | None = attrs.field(default=4, validator=check.optional(check.count(1)))
-    max_window: int = attrs.field(default=64, validator=check.count(1))
-    beta: float = attrs.field(default=0.85, validator=check.fraction)
-    measure_interval: float = attrs.field(default=1.0, validator=check.positive)
-    min_rate: float = attrs.field(default=1.0, validator=check.positive)
-    growth: float = attrs.field(default=0.4, validator=check.positive)
-    probe_initial: float = attrs.field(default=0.25, validator=check.non_negative)
-    probe_max: float = attrs.field(default=1.0, validator=check.non_negative)
-    retry_budget: int = attrs.field(default=500, validator=check.count(0))
-    retry_cost: int = attrs.field(default=5, validator=check.count(0))
-    timeout_retry_cost: int = attrs.field(default=10, validator=check.count(0))
-    success_refund: int = attrs.field(default=1, validator=check.count(0))
-
-    def __attrs_post_init__(self) -> None:
-        if self.initial_window is not None and self.initial_window > self.max_window:
-            raise ValueError(
-                f"initial_window ({self.initial_window}) must not exceed "
-                f"max_window ({self.max_window})"
-            )
-        if self.probe_initial > self.probe_max:
-            raise ValueError(
-                f"probe_initial ({self.probe_initial}) must not exceed probe_max ({self.probe_max})"
-            )
-
-
-def local_state(
-    policy: ThrottlePolicy,
-    *,
-    max_pause: float,
-    emit: Callable[[object], None],
-    breaker_of: LocalState | None = None,
-) -> LocalState:
-    """The in-process :class:`LocalState` that ``policy`` describes."""
-    return LocalState(
-        breaker_of=breaker_of,
-        interval=policy.measure_interval,
-        min_rate=policy.min_rate,
-        adaptive=policy.adaptive_rate,
-        probe_initial=policy.probe_initial,
-        probe_max=policy.probe_max,
-        max_pause=max_pause,
-        emit=emit,
-    )
-
 
 class GateClosed(Exception):  # noqa: N818 - a signal, turned into the client's error
     """The client was closed while a call waited at the gate."""
 
 
-class Pass:
-    """One request's passage through the gate; report the API's answer on it.
-
-    Attributes:
-        decision: What the shared state decided for this send.
-        sent_at: When it was let through.
-        in_flight: Requests in flight when it went, itself included.
-        seq: Its number among the sends of the shared state.
-        reported: Whether an answer was reported.
-    """
-
-    __slots__ = ("_throttle", "decision", "in_flight", "reported", "sent_at", "seq")
-
-    def __init__(
-        self, throttle: Throttle, decision: Decision, sent_at: float, in_flight: int, seq: int
-    ) -> None:
-        self._throttle = throttle
-        self.decision = decision
-        self.sent_at = sent_at
-        self.in_flight = in_flight
-        self.seq = seq
-        self.reported = False
-
-    def report(
-        self, answer: Answer, retry_after: float | None = None, quota: Quota | None = None
-    ) -> None:
-        """Tell the shared state how the API answered (and what quota its reply announced)."""
-        self.reported = True
-        throttle = self._throttle
-        state = throttle.state
-        now = throttle.clock()
-        if state is not None and state.report(
-            answer,
-            retry_after,
-            now=now,
-            sent_at=self.sent_at,
-            probe=self.decision.probe,
-            in_flight=self.in_flight,
-            seq=self.seq,
-            quota=quota,
-        ):
-            throttle.notify()
-        throttle.answered(now, accepted=answer is Answer.ACCEPTED)
-
-
-class _Places:
-    """Requests in flight, counted for every gate that takes from them (one cap for all)."""
-
-    __slots__ = ("count", "gates", "limit")
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
-        self.count = 0
-        self.gates: list[Throttle] = []
-
-
-class _Waiter:
-    __slots__ = ("deadline", "future", "reserved")
-
-    def __init__(self, future: asyncio.Future[Pass], deadline: Deadline) -> None:
-        self.future = future
-        self.deadline = deadline
-        self.reserved: Decision | None = None
-
-
-class Throttle:
+class Throttle(AdmissionQueue):
     """The per-client gate. Lives in one event loop, like the client (see :meth:`rebind`).
 
     Args:
@@ -220,7 +81,6 @@ class Throttle:
         state: ThrottleState | None = None,
         in_flight_of: Throttle | None = None,
     ) -> None:
-        self.places: _Places
         self.policy = policy
         self._in_flight_of = in_flight_of
         self.clock = clock
@@ -250,14 +110,10 @@ class Throttle:
             self._ramp = None
             self._fleet_initial = None
         primary = self._in_flight_of
-        places = _Places(self._max_concurrency) if primary is None else primary.places
+        places = Places(self._max_concurrency) if primary is None else primary.places
         self.places = places
         places.gates.append(self)
-        self._queue: collections.deque[_Waiter] = collections.deque()
-        self._deadlines: list[tuple[float, int, _Waiter]] = []
-        self._order = itertools.count()
-        self._timer: asyncio.Task[None] | None = None
-        self._timer_at = math.inf
+        self._open_queue()
         self._closing: asyncio.Future[None] | None = None
 
     # --- what the client reads -----------------------------------------------------------
@@ -323,7 +179,7 @@ class Throttle:
             raise GateClosed
         now = self.clock()
         self._check_turn(deadline, now, len(self._queue))
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), deadline)
+        waiter = Waiter(asyncio.get_running_loop().create_future(), deadline)
         self._queue.append(waiter)
         if deadline.at is not None:
             heapq.heappush(self._deadlines, (deadline.at, next(self._order), waiter))
@@ -361,25 +217,6 @@ class Throttle:
             passage.report(Answer.ACCEPTED, None, quota)
         finally:
             self.leave(passage)
-
-    def answered(self, now: float, *, accepted: bool) -> None:
-        """An answer came back: the ramp grows with answers, or ends once a limit is known."""
-        ramp = self._ramp
-        if ramp is None:
-            return
-        ramp.answered(now, accepted=accepted)
-        local = self._local
-        if ramp.window is None or (local is not None and local.limited):
-            self._ramp = None
-        self._pump()
-
-    def notify(self) -> None:
-        """The shared state changed (a probe's answer, a pause ended): look at the queues again.
-
-        Those of every gate sharing the places too: they may share a breaker.
-        """
-        for gate in self.places.gates:
-            gate._pump()  # noqa: SLF001 - same class
 
     def register(self) -> None:
         """The client opened: a shared state counts this process as live from now on."""
@@ -429,47 +266,16 @@ class Throttle:
             self._closing = asyncio.get_running_loop().create_future()
         return self._closing
 
-    # --- the queue -----------------------------------------------------------------------
+    # --- waiting for a turn --------------------------------------------------------------
 
-    def _room(self) -> bool:
-        """Whether one more request may be in flight."""
-        places = self.places
-        limit = places.limit
-        ramp = self._ramp
-        if ramp is not None and ramp.window is not None:
-            limit = ramp.window if limit is None else min(limit, ramp.window)
-        local = self._local
-        cap = None if local is None else local.cap
-        if cap is not None:
-            limit = cap if limit is None else min(limit, cap)
-        return limit is None or places.count < limit
-
-    def _check_turn(self, deadline: Deadline, now: float, ahead: int) -> None:
-        """Fail at once when the turn of a call with ``ahead`` calls before it is too late."""
-        if deadline.at is None or self.state is None:
-            return
-        wait = self._expected_wait(now, ahead)
-        if now + wait > deadline.at:
-            raise WouldPassDeadline("waiting for its turn at the gate", wait)
-
-    def _expected_wait(self, now: float, ahead: int) -> float:
-        """How long a call with ``ahead`` calls before it can expect to wait for its turn."""
-        if self.state is None:
-            return 0.0
-        wait = max(0.0, self.state.blocked_until() - now)
-        rate = self.state.rate(now)
-        if rate:
-            wait += ahead / rate
-        return wait
-
-    async def _wait_turn(self, waiter: _Waiter) -> Pass:
+    async def _wait_turn(self, waiter: Waiter) -> Pass:
         try:
             return await waiter.future
         except asyncio.CancelledError:
             self._drop(waiter)
             raise
 
-    def _drop(self, waiter: _Waiter) -> None:
+    def _drop(self, waiter: Waiter) -> None:
         """A waiter gave up: whatever it was handed goes back."""
         future = waiter.future
         if future.done() and not future.cancelled() and future.exception() is None:
@@ -478,124 +284,6 @@ class Throttle:
         future.cancel()
         if waiter.reserved is not None and self._local is not None:
             self._local.release(waiter.reserved, self.clock())
-        self._pump()
-
-    def _give_place(self) -> None:
-        places = self.places
-        places.count -= 1
-        for gate in places.gates:
-            gate._pump()  # noqa: SLF001 - same class
-
-    def _pump(self) -> None:
-        """Admit from the head of the queue while everything allows it; else set a timer."""
-        queue = self._queue
-        if not queue or self._closed:
-            self._deadlines.clear()
-            return
-        local = self._local
-        clock = self.clock
-        while queue:
-            waiter = queue[0]
-            if waiter.future.done():
-                queue.popleft()
-                continue
-            now = clock()
-            ramp = self._ramp
-            if ramp is not None:
-                ramp.tick(now)
-                if ramp.window is None:
-                    self._ramp = None
-            if not self._room():
-                if self._ramp is not None:
-                    self._wake_at(self._ramp.next_doubling())
-                if self._blocked(now):
-                    continue
-                return
-            decision = GO
-            if local is not None:
-                held = waiter.reserved
-                if held is not None and now < held.at:
-                    self._wake_at(held.at)
-                    if self._blocked(now):
-                        continue
-                    return
-                token = None if held is None else held.reserved
-                decision = local.decide(now, waiter.deadline.remaining(now), token)
-                if not (decision.go and decision.at <= now):
-                    wait = decision.at - now
-                    at = waiter.deadline.at
-                    if at is not None and now + wait > at:
-                        queue.popleft()
-                        if decision.go:
-                            local.release(decision, now)
-                        waiter.future.set_exception(
-                            WouldPassDeadline(f"waiting for {decision.reason}", wait)
-                        )
-                        continue
-                    if decision.go:
-                        waiter.reserved = decision
-                    hint = max(wait, _PROBE_HINT) if decision.wait_probe else wait
-                    self._wake_at(now + hint)
-                    if self._blocked(now):
-                        continue
-                    return
-                if local.limited and self._ramp is not None:
-                    self._ramp = None
-            queue.popleft()
-            places = self.places
-            places.count += 1
-            if self._ramp is not None:
-                self._ramp.started(now)
-            seq = 0 if local is None else local.seq
-            waiter.future.set_result(Pass(self, decision, now, places.count, seq))
-        self._deadlines.clear()
-
-    def _expire(self, now: float) -> None:
-        """Fail the waiters whose deadline has come: their turn would come too late."""
-        deadlines = self._deadlines
-        while deadlines and (deadlines[0][0] <= now or deadlines[0][2].future.done()):
-            _, _, waiter = heapq.heappop(deadlines)
-            if waiter.future.done():
-                continue
-            ahead = 0
-            for other in self._queue:
-                if other is waiter:
-                    break
-                ahead += not other.future.done()
-            wait = self._expected_wait(now, ahead)
-            waiter.future.set_exception(WouldPassDeadline("waiting for its turn at the gate", wait))
-            if waiter.reserved is not None and self._local is not None:
-                self._local.release(waiter.reserved, now)
-
-    def _blocked(self, now: float) -> bool:
-        """The head must wait: fail the waiters whose deadline came, then wake at the next.
-
-        Returns ``True`` when the head itself was failed (the next one is looked at).
-        """
-        head = self._queue[0]
-        self._expire(now)
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][2].future.done():
-            heapq.heappop(deadlines)
-        if deadlines:
-            self._wake_at(deadlines[0][0])
-        return head.future.done()
-
-    def _wake_at(self, when: float) -> None:
-        """Look at the queue again at ``when`` (on the gate's own clock and sleep)."""
-        if when == math.inf:
-            return
-        if self._timer is not None and not self._timer.done():
-            if self._timer_at <= when:
-                return
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = asyncio.ensure_future(self._fire(max(0.0, when - self.clock())))
-
-    async def _fire(self, delay: float) -> None:
-        await self._sleep(delay)
-        self._timer = None
-        self._timer_at = math.inf
         self._pump()
 
     # --- a shared store ------------------------------------------------------------------
@@ -633,5 +321,5 @@ class Throttle:
                 await self.sleep(wait)
 
     async def _wait_probe(self, hint: float, deadline: Deadline) -> None:
-        timeout = min(max(hint, _PROBE_HINT), deadline.remaining(self.clock()))
+        timeout = min(max(hint, PROBE_HINT), deadline.remaining(self.clock()))
         await self.sleep(timeout)
