@@ -256,9 +256,11 @@ class LocalState:
         if rate is None or (reserved is not None and reserved == model.changes):  # type: ignore[union-attr]
             return self._sent(now, GO)
         interval = 1 / rate
-        if self._tat > now and interval != self._spacing:
-            # The slots ahead were spaced at the pace before: at this pace they end sooner
-            # (a probe above a slow pace is not held back by the slow pace's backlog) or later.
+        if self._tat > now and interval < self._spacing:
+            # The slots ahead were spaced at a slower pace: at this one they end sooner (a
+            # probe above a slow pace is not held back by the slow pace's backlog). A lower
+            # pace leaves them as they are: stretching them held a 400/s limit back by a
+            # third in real time, where the slots ahead are reserved by waiting callers.
             self._tat = now + (self._tat - now) * interval / self._spacing
         self._spacing = interval
         burst = max(interval, _BURST_SECONDS, model.burst * interval)  # type: ignore[union-attr]

@@ -88,3 +88,17 @@ class TestSendSlots:
         model.estimate = 6.0
         decision = state.decide(0.01, math.inf, None)
         assert decision.at <= 0.01 + 3 / (6.0 * 0.98) + 1e-9
+
+    def test_slots_reserved_at_a_fast_pace_stay_where_they_are_when_it_falls(self):
+        """A lower pace (a drain after a probe, a test) leaves the slots ahead as they were
+        reserved, by callers that wait for them: stretching them held a 400/s limit back by
+        a third in real time."""
+        state = self.state()
+        model = state._model
+        model.seed(6.0, 0.0)
+        for _ in range(3):
+            state.decide(0.0, math.inf, None)
+        tat = state._tat
+        model.estimate = 2.0
+        state.decide(0.01, math.inf, None)
+        assert state._tat == tat + 1 / (2.0 * 0.98)
