@@ -34,12 +34,10 @@ import math
 
 import attrs
 
-from suno_persona._tallies import Levels, Ring, Tally, spread
+from suno_persona._tallies import CUT_MAX, MARGIN, MIN_REFUSED, Levels, Ring, Tally, spread
 
 __all__ = ["LimitModel", "RateChange"]
 
-_MIN_REFUSED = 3
-_MARGIN = 0.05  # refused share above the noise floor that calls for a test
 _TEST_GAIN = 0.9
 _TEST_ANSWERS = 16
 _TEST_ACCEPTED = 5
@@ -50,7 +48,6 @@ _DRAIN_GAIN = 0.8
 _CRUISE_GAIN = 0.98
 _GAIN_MAX = 5.0
 _PROBE_FOUND = 1.5
-_CUT_MAX = 0.5  # a test lowers its candidate by at most this factor
 _CYCLE_MIN = 8
 _CYCLE_MAX = 32
 _PROBE_FILLED = 1.12  # the callers sent at least this much above the pace during a probe
@@ -203,7 +200,7 @@ class LimitModel:
         known = self.estimate
         if known is not None:
             # No more than a halving of a limit found: a short opening says little.
-            rate = min(max(rate, _CUT_MAX * known), known)
+            rate = min(max(rate, CUT_MAX * known), known)
         # a sliding log, or denials counted: no burst is safe
         return self._adopt(now, self.pace(now), rate, 0, now)
 
@@ -228,7 +225,7 @@ class LimitModel:
 
     def _run_of_noise(self) -> int:
         """Refusals in a row that the noise would give less than once in 10,000 sends."""
-        if self.noise <= _MARGIN:
+        if self.noise <= MARGIN:
             return _SPENT_IN_A_ROW
         return max(_SPENT_IN_A_ROW, math.ceil(math.log(_RARE) / math.log(self.noise)))
 
@@ -277,16 +274,11 @@ class LimitModel:
         if refused or since.answers:
             since.refused += refused
             since.accepted += not refused
-        for tally in (self._judged, self._test, self._probe):
-            if (
-                tally is not None
-                and sent_at > tally.since
-                and (tally is not self._probe or sent_at < self._probe_end)
-            ):
-                if refused:
-                    tally.refused += 1
-                else:
-                    tally.accepted += 1
+        self._judged.count(sent_at, refused=refused)
+        if self._test is not None:
+            self._test.count(sent_at, refused=refused)
+        if sent_at < self._probe_end:
+            self._probe.count(sent_at, refused=refused)
         if self._test is not None:
             return self._conclude_test(now)
         change = self._judge_probe(now)
@@ -296,7 +288,7 @@ class LimitModel:
         judged = self._judged
         if not refused:
             return None
-        if judged.refused >= _MIN_REFUSED:
+        if judged.refused >= MIN_REFUSED:
             share = judged.share()
             # Many refused, most of what came back since the first of them (a burst
             # accepted before them does not dilute it): a test at once.
@@ -304,7 +296,7 @@ class LimitModel:
             overwhelming = judged.refused >= _TEST_ANSWERS / 2 and since.share() >= _CLEAR
             # With noise learned, only a share clearly above it is news.
             deviation = 3 * spread(share, judged.answers) if self.noise else 0.0
-            above = share - self.noise > max(_MARGIN, deviation)
+            above = share - self.noise > max(MARGIN, deviation)
             if above and (overwhelming or now - judged.since >= self._interval / 4):
                 return self._start_test(now)
         return None
@@ -321,7 +313,7 @@ class LimitModel:
             candidate = self._accepted_total / max(young, self._interval / 5)
         if candidate <= 0:
             return None  # nothing accepted: a spent window, not a rate (see spent())
-        cap = self._levels.cap(_MIN_REFUSED)
+        cap = self._levels.cap(MIN_REFUSED)
         if cap is not None:
             self.cap = cap
             self._cap_trial_at = now + 4 * self._interval
@@ -350,7 +342,7 @@ class LimitModel:
         assert test is not None  # noqa: S101 - only called during a test
         elapsed = now - test.since
         old = self.pace(now) or 0.0
-        if self._raised and test.refused >= _MIN_REFUSED:
+        if self._raised and test.refused >= MIN_REFUSED:
             # A doubled candidate ran into 429s: the limit lies between it and its half
             # (which was clean), nearer to what the API took when that can be told.
             self._raised = False
@@ -385,7 +377,7 @@ class LimitModel:
             self._raised = True
             self._test = Tally(now)
             return RateChange(old, self.pace(now), "429s")
-        if share <= self.noise + _MARGIN:
+        if share <= self.noise + MARGIN:
             self._test = None
             self._settle(now)
             self.estimate = self._candidate
@@ -411,7 +403,7 @@ class LimitModel:
         # A test that took too few to measure halves its candidate at most: a limiter that
         # counts its denials accepts next to nothing while it is fed above its limit,
         # which says nothing of the limit.
-        floor = _CUT_MAX * self._candidate if test.accepted < _TEST_ACCEPTED else 0.0
+        floor = CUT_MAX * self._candidate if test.accepted < _TEST_ACCEPTED else 0.0
         self._candidate = max(self._min_rate, floor, min(self._candidate, accepted_rate))
         self._test = Tally(now)
         self._raised = False
@@ -457,7 +449,7 @@ class LimitModel:
         change = None
         # A probe refused at its end took the burst a token bucket stored while the pace
         # was below its rate: only much more than the estimate is news then.
-        found = _PROBE_FOUND if refused else 1 + _MARGIN
+        found = _PROBE_FOUND if refused else 1 + MARGIN
         if took > estimate * found:
             self.estimate = took
             change = RateChange(estimate, took, "probe")
