@@ -14,7 +14,8 @@ sent and how many requests were then in flight. The model keeps four explanation
   a 429), so a start-up burst, refilled while the client was slow, is not mistaken for it.
   Sends are paced at the estimate. Once every ``cycle`` phases (a quarter interval each) the
   pace **probes** 25% above it, then drains 20% below; a probe that the callers filled and
-  the API accepted raises the estimate; one refused makes the next probe come half as often.
+  the API accepted raises the estimate; one refused makes the next probe come half as often
+  (the schedule is a :class:`~suno_persona._probes.ProbeSchedule`).
 * **A cap on requests in flight.** When the 429s of the last interval fell on requests sent
   with more in flight than any accepted one had (nginx's ``limit_conn``), the model learns
   that cap instead of a rate, and tries one more in flight now and then.
@@ -34,6 +35,7 @@ import math
 
 import attrs
 
+from suno_persona._probes import ProbeSchedule
 from suno_persona._tallies import CUT_MAX, MARGIN, MIN_REFUSED, Levels, Ring, Tally, spread
 
 __all__ = ["LimitModel", "RateChange"]
@@ -43,14 +45,6 @@ _TEST_ANSWERS = 16
 _TEST_ACCEPTED = 5
 _HELD = 0.9  # a test sent at least this share of its pace: the pace held the callers back
 _CLEAR = 0.5  # a refused share this high is a limit's (noise that heavy is an outage)
-_PROBE_GAIN = 1.25
-_DRAIN_GAIN = 0.8
-_CRUISE_GAIN = 0.98
-_GAIN_MAX = 5.0
-_PROBE_FOUND = 1.5
-_CYCLE_MIN = 8
-_CYCLE_MAX = 32
-_PROBE_FILLED = 1.12  # the callers sent at least this much above the pace during a probe
 _SPENT_IN_A_ROW = 4
 _RARE = 1e-4
 _SPENT_INTERVALS = 3  # nothing accepted for this many send intervals of the estimate
@@ -108,10 +102,7 @@ class LimitModel:
         self._ceiling = False  # a doubling ran into 429s: no more of them in these tests
         self._judged = Tally(math.inf)  # answers since the last decision (or the first)
         self._since_refusal = Tally(math.inf)  # ... from the first 429 among them
-        self._cycle = _CYCLE_MIN
-        self._probe_gain = _PROBE_GAIN
-        self._probe = Tally(math.inf)
-        self._probe_end = math.inf
+        self._probes = ProbeSchedule(interval)
         self._in_a_row = 0
         self._last_accepted = -math.inf
         self._last_refused = -math.inf
@@ -137,7 +128,7 @@ class LimitModel:
         estimate = self.estimate
         if estimate is None:
             return None
-        return max(self._min_rate, estimate * self._gain(now))
+        return max(self._min_rate, estimate * self._probes.gain_at(now))
 
     def spent(self, now: float) -> bool:
         """Whether the answers say a window is used up (refused in a row, nothing accepted)."""
@@ -167,12 +158,9 @@ class LimitModel:
         window = max(opened + retry_after, self._interval)
         self._test = None
         self._settle(now)
-        if self.estimate is not None and self._probe.since <= now < self._probe_end:
+        if self.estimate is not None and self._probes.active(now):
             # A probe spent it: the estimate holds, and the next probe comes later.
-            self._probe_end = now
-            self._probe_gain = _PROBE_GAIN
-            self._cycle = min(_CYCLE_MAX, self._cycle * 2)
-            self._restart_cycle(now + retry_after)
+            self._probes.spent_window(now, now + retry_after)
             return None
         if quota <= 0:
             return None
@@ -220,7 +208,7 @@ class LimitModel:
         self.estimate = rate
         self.burst = burst
         self.changes += 1
-        self._restart_cycle(resume)
+        self._probes.restart(resume)
         return RateChange(old, rate, "429s")
 
     def _run_of_noise(self) -> int:
@@ -233,14 +221,13 @@ class LimitModel:
         """A request was let through at ``now``."""
         if self._test is not None:
             self._test.sent += 1
-        if self._probe.since <= now < self._probe_end:
-            self._probe.sent += 1
+        self._probes.sent(now)
 
     def seed(self, rate: float, now: float) -> None:
         """Start from ``rate`` learned elsewhere (a shared store that stopped answering)."""
         self.estimate = max(self._min_rate, rate)
         self._test = None
-        self._restart_cycle(now)
+        self._probes.restart(now)
         self.changes += 1
 
     # --- what the answers say -----------------------------------------------------------
@@ -277,13 +264,15 @@ class LimitModel:
         self._judged.count(sent_at, refused=refused)
         if self._test is not None:
             self._test.count(sent_at, refused=refused)
-        if sent_at < self._probe_end:
-            self._probe.count(sent_at, refused=refused)
+        self._probes.count(sent_at, refused=refused)
         if self._test is not None:
             return self._conclude_test(now)
-        change = self._judge_probe(now)
-        if change is not None:
-            return change
+        estimate = self.estimate
+        if estimate is not None:
+            higher = self._probes.judge(now, estimate, self.noise)
+            if higher is not None:
+                self.estimate = higher
+                return RateChange(estimate, higher, "probe")
         self._trial_cap(now)
         judged = self._judged
         if not refused:
@@ -381,8 +370,7 @@ class LimitModel:
             self._test = None
             self._settle(now)
             self.estimate = self._candidate
-            self._cycle = _CYCLE_MIN  # a limit found afresh: the probes' back-off was the old one's
-            self._restart_cycle(now)
+            self._probes.reset(now)
             return RateChange(old, self.estimate, "429s")
         before = self._test_share
         if before is not None:
@@ -395,7 +383,7 @@ class LimitModel:
                 self.noise = min(0.9, (share + before) / 2)
                 self.estimate = self._test_from
                 if self.estimate is not None:
-                    self._restart_cycle(now)
+                    self._probes.restart(now)
                 return RateChange(old, self.estimate, "random refusals")
         self._test_share = share
         self._test_accepted = accepted_rate
@@ -414,64 +402,6 @@ class LimitModel:
         self._judged = Tally(now)
         self._since_refusal = Tally(now)
         self._levels.forget()
-
-    # --- probing above the estimate ----------------------------------------------------
-
-    def _gain(self, now: float) -> float:
-        if self._probe.since <= now < self._probe_end:
-            return self._probe_gain
-        if self._probe_end <= now < self._probe_end + self._interval / 4:
-            return _DRAIN_GAIN
-        return _CRUISE_GAIN
-
-    def _restart_cycle(self, now: float, quarters: int | None = None) -> None:
-        """The next probe starts ``quarters`` (the cycle) quarter intervals from ``now``."""
-        begin = now + (self._cycle if quarters is None else quarters) * self._interval / 4
-        self._probe = Tally(begin)
-        self._probe_end = begin + self._interval
-
-    def _judge_probe(self, now: float) -> RateChange | None:
-        """Judge the probe: a whole interval above the estimate, ended by its first 429s.
-
-        It lasts long enough to use up the burst a token bucket stored while the pace was
-        below its rate, so what it finds is the rate. What the API accepted during it is a
-        delivery rate: the estimate rises to it when higher. A probe the callers filled and
-        the API took whole is followed at once by a bolder one (the gain doubles its step).
-        """
-        probe = self._probe
-        estimate = self.estimate
-        if estimate is None or now < probe.since:
-            return None
-        refused = probe.refused > 1 + self.noise * probe.answers
-        if not refused and now < self._probe_end + self._interval / 4:
-            return None
-        took = probe.accepted / max(min(now, self._probe_end) - probe.since, self._interval / 4)
-        change = None
-        # A probe refused at its end took the burst a token bucket stored while the pace
-        # was below its rate: only much more than the estimate is news then.
-        found = _PROBE_FOUND if refused else 1 + MARGIN
-        if took > estimate * found:
-            self.estimate = took
-            change = RateChange(estimate, took, "probe")
-        if refused:
-            self._probe_end = min(self._probe_end, now)
-            bold = self._probe_gain > _PROBE_GAIN
-            if bold:
-                # A bolder probe went past the limit: a smaller step soon, no backing off.
-                self._probe_gain = max(_PROBE_GAIN, 1 + (self._probe_gain - 1) / 2)
-                self._restart_cycle(self._probe_end + self._interval / 4, quarters=1)
-                return change
-            self._probe_gain = _PROBE_GAIN
-            if change is None:
-                self._cycle = min(_CYCLE_MAX, self._cycle * 2)
-            self._restart_cycle(self._probe_end + self._interval / 4)
-        elif probe.sent + 1 >= _PROBE_FILLED * estimate * self._interval:  # (a slot's slack)
-            self._cycle = _CYCLE_MIN
-            self._probe_gain = min(_GAIN_MAX, 1 + 2 * (self._probe_gain - 1))
-            self._restart_cycle(now, quarters=1)
-        else:
-            self._restart_cycle(now)
-        return change
 
     # --- a cap on requests in flight -----------------------------------------------------
 
