@@ -8,7 +8,8 @@ sent and how many requests were then in flight. The model keeps four explanation
   shedding). Refusals lower the pace only when they *respond to the send rate*: when 429s
   show up, the pace drops for one short **test** to just below what the API was accepting;
   if the refused share then falls, there is a limit, else the share is noise, remembered as
-  the floor later answers are judged against, and the pace goes back to what it was.
+  the floor later answers are judged against, and the pace goes back to what it was (the
+  test is a :class:`~suno_persona._refusals.LimitTest`, created for it and dropped after).
 * **A rate limit.** Its estimate is the **delivery rate**: what the API accepted per second
   while it was refusing (the median over the short buckets of the last interval that held
   a 429), so a start-up burst, refilled while the client was slow, is not mistaken for it.
@@ -36,15 +37,11 @@ import math
 import attrs
 
 from suno_persona._probes import ProbeSchedule
-from suno_persona._tallies import CUT_MAX, MARGIN, MIN_REFUSED, Levels, Ring, Tally, spread
+from suno_persona._refusals import Limit, LimitTest, Retest, calls_for_test
+from suno_persona._tallies import CUT_MAX, MARGIN, MIN_REFUSED, Levels, Ring, Tally
 
 __all__ = ["LimitModel", "RateChange"]
 
-_TEST_GAIN = 0.9
-_TEST_ANSWERS = 16
-_TEST_ACCEPTED = 5
-_HELD = 0.9  # a test sent at least this share of its pace: the pace held the callers back
-_CLEAR = 0.5  # a refused share this high is a limit's (noise that heavy is an outage)
 _SPENT_IN_A_ROW = 4
 _RARE = 1e-4
 _SPENT_INTERVALS = 3  # nothing accepted for this many send intervals of the estimate
@@ -92,14 +89,7 @@ class LimitModel:
         self._accepted_total = 0
         self.changes = 0
         """How many times the pace was lowered: a slot reserved before is stale."""
-        self._test: Tally | None = None
-        self._test_from: float | None = None  # the estimate to go back to if noise
-        self._test_share: float | None = None
-        self._test_accepted = 0.0
-        self._test_sent = 0.0
-        self._candidate = 0.0
-        self._raised = False  # the test under way doubled a clean candidate
-        self._ceiling = False  # a doubling ran into 429s: no more of them in these tests
+        self._test: LimitTest | None = None
         self._judged = Tally(math.inf)  # answers since the last decision (or the first)
         self._since_refusal = Tally(math.inf)  # ... from the first 429 among them
         self._probes = ProbeSchedule(interval)
@@ -113,7 +103,7 @@ class LimitModel:
 
     @property
     def testing_from(self) -> float | None:
-        """When the test under way began (``None``: no test)."""
+        """When the test under way began its latest round (``None``: no test)."""
         return None if self._test is None else self._test.since
 
     @property
@@ -124,7 +114,7 @@ class LimitModel:
     def pace(self, now: float) -> float | None:
         """Sends per second at ``now`` (probe and drain phases included); ``None``: unpaced."""
         if self._test is not None:
-            return max(self._min_rate, self._candidate * _TEST_GAIN)
+            return self._test.pace
         estimate = self.estimate
         if estimate is None:
             return None
@@ -220,7 +210,7 @@ class LimitModel:
     def sent(self, now: float) -> None:
         """A request was let through at ``now``."""
         if self._test is not None:
-            self._test.sent += 1
+            self._test.tally.sent += 1
         self._probes.sent(now)
 
     def seed(self, rate: float, now: float) -> None:
@@ -262,11 +252,12 @@ class LimitModel:
             since.refused += refused
             since.accepted += not refused
         self._judged.count(sent_at, refused=refused)
-        if self._test is not None:
-            self._test.count(sent_at, refused=refused)
+        test = self._test
+        if test is not None:
+            test.tally.count(sent_at, refused=refused)
         self._probes.count(sent_at, refused=refused)
-        if self._test is not None:
-            return self._conclude_test(now)
+        if test is not None:
+            return self._judge_test(now, test)
         estimate = self.estimate
         if estimate is not None:
             higher = self._probes.judge(now, estimate, self.noise)
@@ -274,20 +265,10 @@ class LimitModel:
                 self.estimate = higher
                 return RateChange(estimate, higher, "probe")
         self._trial_cap(now)
-        judged = self._judged
-        if not refused:
-            return None
-        if judged.refused >= MIN_REFUSED:
-            share = judged.share()
-            # Many refused, most of what came back since the first of them (a burst
-            # accepted before them does not dilute it): a test at once.
-            since = self._since_refusal
-            overwhelming = judged.refused >= _TEST_ANSWERS / 2 and since.share() >= _CLEAR
-            # With noise learned, only a share clearly above it is news.
-            deviation = 3 * spread(share, judged.answers) if self.noise else 0.0
-            above = share - self.noise > max(MARGIN, deviation)
-            if above and (overwhelming or now - judged.since >= self._interval / 4):
-                return self._start_test(now)
+        if refused and calls_for_test(
+            self._judged, self._since_refusal, noise=self.noise, now=now, interval=self._interval
+        ):
+            return self._start_test(now)
         return None
 
     # --- a test: do the refusals respond to the rate? ----------------------------------
@@ -309,94 +290,39 @@ class LimitModel:
             self._settle(now)
             return None
         old = self.estimate
-        self._test_from = old
-        self._test_share = None
-        self._raised = self._ceiling = False
-        self._candidate = candidate if old is None else min(candidate, old)
-        self._test = Tally(now)
-        self.changes += 1
-        return RateChange(old, self.pace(now), "429s")
-
-    def _conclude_test(self, now: float) -> RateChange | None:
-        """Clean at the lower pace: a limit. Refused as before although it sent less: noise.
-
-        A test paces just below what the API accepted. If its requests are no more refused
-        than the noise, the limit is found. If they are still refused, the pace was above
-        it, or the refusals are noise. A limit accepts as much as before whatever is sent,
-        so the refused share it predicts is ``1 - accepted before / sent now``; noise refuses
-        the same share as before. The nearer prediction wins: a limit means another test
-        just below what this one accepted, noise ends the tests.
-        """
-        test = self._test
-        assert test is not None  # noqa: S101 - only called during a test
-        elapsed = now - test.since
-        old = self.pace(now) or 0.0
-        if self._raised and test.refused >= MIN_REFUSED:
-            # A doubled candidate ran into 429s: the limit lies between it and its half
-            # (which was clean), nearer to what the API took when that can be told.
-            self._raised = False
-            self._ceiling = True
-            took = 0.0
-            if test.accepted >= _TEST_ACCEPTED:
-                took = min(test.accepted / max(elapsed, 1e-9), self._ring.delivery_rate(now))
-            self._candidate = max(self._candidate / 2, min(self._candidate, took))
-            self._test = Tally(now)
-            self.changes += 1
-            return RateChange(old, self.pace(now), "429s")
-        if test.accepted == 0 or (test.answers < _TEST_ANSWERS and elapsed < 2 * self._interval):
-            return None  # too few answers yet (or nothing accepted: a window is spent)
-        share = test.share()
-        sent_rate = test.sent / max(elapsed, 1e-9)
-        held_back = (
-            self._test_share is None
-            and not self._ceiling
-            and sent_rate >= _HELD * old
-            and test.refused == 0
+        test = LimitTest(
+            now,
+            candidate if old is None else min(candidate, old),
+            back_to=old,
+            ring=self._ring,
+            interval=self._interval,
+            min_rate=self._min_rate,
         )
-        if share < _CLEAR and elapsed < self._interval / 4 and not held_back:
+        self._test = test
+        self.changes += 1
+        return RateChange(old, test.pace, "429s")
+
+    def _judge_test(self, now: float, test: LimitTest) -> RateChange | None:
+        """Act on what the test under way found (see ``_refusals``)."""
+        old = test.pace
+        verdict = test.judge(now, self.noise)
+        if verdict is None:
             return None
-        # What the API took: the median over the buckets that held a 429 resists a burst
-        # a token bucket stored while a test before was below its rate.
-        accepted_rate = min(test.accepted / elapsed, self._ring.delivery_rate(now))
-        if test.accepted < _TEST_ACCEPTED and elapsed < 2 * self._interval:
-            return None  # too few accepted to measure what the API takes
-        if held_back:
-            # Nothing refused, and the callers wanted more: the limit may be higher still.
-            self._candidate *= 2
-            self._raised = True
-            self._test = Tally(now)
-            return RateChange(old, self.pace(now), "429s")
-        if share <= self.noise + MARGIN:
-            self._test = None
-            self._settle(now)
-            self.estimate = self._candidate
+        if isinstance(verdict, Retest):
+            if verdict.cut:
+                self.changes += 1
+            return RateChange(old, test.pace, "429s")
+        self._test = None
+        self._settle(now)
+        if isinstance(verdict, Limit):
+            self.estimate = verdict.rate
             self._probes.reset(now)
             return RateChange(old, self.estimate, "429s")
-        before = self._test_share
-        if before is not None:
-            # A limit takes as much as before at a lower pace; noise takes less, in step
-            # with what was sent. Nearer to the second: noise.
-            ratio = sent_rate / max(self._test_sent, 1e-9)
-            if accepted_rate < self._test_accepted * (1 + ratio) / 2 and share > before / 2:
-                self._test = None
-                self._settle(now)
-                self.noise = min(0.9, (share + before) / 2)
-                self.estimate = self._test_from
-                if self.estimate is not None:
-                    self._probes.restart(now)
-                return RateChange(old, self.estimate, "random refusals")
-        self._test_share = share
-        self._test_accepted = accepted_rate
-        self._test_sent = sent_rate
-        # A test that took too few to measure halves its candidate at most: a limiter that
-        # counts its denials accepts next to nothing while it is fed above its limit,
-        # which says nothing of the limit.
-        floor = CUT_MAX * self._candidate if test.accepted < _TEST_ACCEPTED else 0.0
-        self._candidate = max(self._min_rate, floor, min(self._candidate, accepted_rate))
-        self._test = Tally(now)
-        self._raised = False
-        self.changes += 1
-        return RateChange(old, self.pace(now), "429s")
+        self.noise = verdict.share
+        self.estimate = verdict.back_to
+        if self.estimate is not None:
+            self._probes.restart(now)
+        return RateChange(old, self.estimate, "random refusals")
 
     def _settle(self, now: float) -> None:
         self._judged = Tally(now)
