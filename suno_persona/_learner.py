@@ -24,7 +24,8 @@ sent and how many requests were then in flight. The model keeps four explanation
   intervals: a window or quota is used up (or the limiter counts its own denials, and more
   sends only keep it shut). The state then holds every send: until the ``Retry-After`` when
   there is one, else behind single probes (see ``_state``). Either way the window's quota,
-  over the time it took to give it back, becomes the estimate.
+  over the time it took to give it back, becomes the estimate (the answers since a window
+  was spent are a :class:`~suno_persona._windows.Windows`).
 
 Memory is O(1) in requests: answers are counted in a ring of time buckets covering one
 interval, and in running tallies of the current test or probe.
@@ -38,13 +39,10 @@ import attrs
 
 from suno_persona._probes import ProbeSchedule
 from suno_persona._refusals import Limit, LimitTest, Retest, calls_for_test
-from suno_persona._tallies import CUT_MAX, MARGIN, MIN_REFUSED, Levels, Ring, Tally
+from suno_persona._tallies import MIN_REFUSED, Levels, Ring, Tally
+from suno_persona._windows import Windows
 
 __all__ = ["LimitModel", "RateChange"]
-
-_SPENT_IN_A_ROW = 4
-_RARE = 1e-4
-_SPENT_INTERVALS = 3  # nothing accepted for this many send intervals of the estimate
 
 
 @attrs.frozen
@@ -83,9 +81,6 @@ class LimitModel:
         """The learned cap on requests in flight (``None``: none)."""
         self.burst = 0
         """Sends a learned window lets go at once, at its reset (0: the usual pacing)."""
-        self._whole = True
-        self._since_spent = 0
-        self._open_from = math.inf  # the first accepted answer since a window was spent
         self._accepted_total = 0
         self.changes = 0
         """How many times the pace was lowered: a slot reserved before is stale."""
@@ -93,9 +88,7 @@ class LimitModel:
         self._judged = Tally(math.inf)  # answers since the last decision (or the first)
         self._since_refusal = Tally(math.inf)  # ... from the first 429 among them
         self._probes = ProbeSchedule(interval)
-        self._in_a_row = 0
-        self._last_accepted = -math.inf
-        self._last_refused = -math.inf
+        self._windows = Windows(interval=interval, min_rate=min_rate, ring=self._ring)
         self._levels = Levels()
         self._cap_trial_at = math.inf
 
@@ -122,72 +115,41 @@ class LimitModel:
 
     def spent(self, now: float) -> bool:
         """Whether the answers say a window is used up (refused in a row, nothing accepted)."""
-        if self._in_a_row and now - self._last_accepted >= self._interval:
-            return True  # nothing accepted for an interval: nothing says otherwise
-        if self.burst and self._in_a_row and self._since_spent >= self.burst:
-            return True  # a learned window's quota was taken: the refusal says it is spent
-        if self._in_a_row < self._run_of_noise():
-            return False
-        rate = self.estimate if self.estimate is not None else self._ring.accepted_rate(now)
-        quiet = _SPENT_INTERVALS / rate if rate > 0 else 0.0
-        return now - self._last_accepted >= min(quiet, self._interval)
+        return self._windows.spent(now, estimate=self.estimate, noise=self.noise, burst=self.burst)
 
     def window_spent(self, now: float, retry_after: float) -> RateChange | None:
         """A window was used up and resets in ``retry_after`` seconds: pace to its quota.
 
-        The quota is what the API accepted since the last window was spent (or since the
-        start), and it took from the first of those acceptances to the reset to give it:
-        the pace is that quota over that time (at least an interval). A long wait (a quota
-        of minutes) is a long window: its quota is sent as a burst at its reset, then paced;
-        after a short one sends are paced evenly, which is what sliding windows and
-        limiters counting their denials need.
+        The quota is what the API accepted since the last window was spent, over the time
+        from the first of those acceptances to the reset (see ``_windows``); a window that
+        a probe spent is the probe's answer instead: the estimate holds.
         """
         old = self.pace(now)
-        quota, open_from = self._take_quota()
-        opened = now - open_from if open_from < now else 0.0
-        window = max(opened + retry_after, self._interval)
+        quota = self._windows.take_quota()
         self._test = None
         self._settle(now)
         if self.estimate is not None and self._probes.active(now):
             # A probe spent it: the estimate holds, and the next probe comes later.
             self._probes.spent_window(now, now + retry_after)
             return None
-        if quota <= 0:
+        paced = self._windows.until_reset(quota, now, retry_after, burst=self.burst)
+        if paced is None:
             return None
-        if self.burst and quota < self.burst / 2:
-            self._whole = False  # a burst at the reset was refused: the window is no fixed one
-        sudden = retry_after >= opened and self._whole
-        burst = quota if retry_after >= 2 * self._interval or sudden else 0
-        return self._adopt(now, old, max(self._min_rate, quota / window), burst, now + retry_after)
+        rate, burst = paced
+        return self._adopt(now, old, rate, burst, now + retry_after)
 
     def window_reopened(self, now: float) -> RateChange | None:
         """A spent window with no ``Retry-After`` took a request again: pace to its quota.
 
-        The quota is what the API accepted from the first acceptance after the last spent
-        window (or the start) until it was spent; the window is the time from that first
-        acceptance to the reopening, taken halfway between the last refusal and now. A
-        sliding log or a limiter counting its denials gives back its quota one window after
-        it took it: knocking found when that was. A limit found before is lowered by half
-        at most (a short opening says little), and never raised.
+        The quota is what the API accepted until the window was spent, over the time it
+        took to give it back (see ``_windows``); a limit found before is lowered by half
+        at most, and never raised.
         """
-        quota, open_from = self._take_quota()
-        window = (max(self._last_refused, open_from) + now) / 2 - open_from
-        if quota <= 0 or not 0 < window < math.inf:
+        rate = self._windows.reopened(now, known=self.estimate)
+        if rate is None:
             return None
-        rate = max(self._min_rate, quota / window)
-        known = self.estimate
-        if known is not None:
-            # No more than a halving of a limit found: a short opening says little.
-            rate = min(max(rate, CUT_MAX * known), known)
         # a sliding log, or denials counted: no burst is safe
         return self._adopt(now, self.pace(now), rate, 0, now)
-
-    def _take_quota(self) -> tuple[int, float]:
-        """What was accepted since a window was last spent, and from when; counted afresh."""
-        taken = self._since_spent, self._open_from
-        self._since_spent = 0
-        self._open_from = math.inf
-        return taken
 
     def _adopt(
         self, now: float, old: float | None, rate: float, burst: int, resume: float
@@ -200,12 +162,6 @@ class LimitModel:
         self.changes += 1
         self._probes.restart(resume)
         return RateChange(old, rate, "429s")
-
-    def _run_of_noise(self) -> int:
-        """Refusals in a row that the noise would give less than once in 10,000 sends."""
-        if self.noise <= MARGIN:
-            return _SPENT_IN_A_ROW
-        return max(_SPENT_IN_A_ROW, math.ceil(math.log(_RARE) / math.log(self.noise)))
 
     def sent(self, now: float) -> None:
         """A request was let through at ``now``."""
@@ -225,20 +181,15 @@ class LimitModel:
     def accepted(self, now: float, sent_at: float, in_flight: int) -> RateChange | None:
         """The API processed a request sent at ``sent_at`` with ``in_flight`` in flight."""
         self._ring.count(now, refused=False)
-        self._since_spent += 1
-        if self._open_from == math.inf:
-            self._open_from = now
+        self._windows.accepted(now)
         self._accepted_total += 1
-        self._in_a_row = 0
-        self._last_accepted = now
         self._levels.count(in_flight, refused=False)
         return self._tally(now, sent_at, refused=False)
 
     def refused(self, now: float, sent_at: float, in_flight: int) -> RateChange | None:
         """The API refused (429) a request sent at ``sent_at`` with ``in_flight`` in flight."""
         self._ring.count(now, refused=True)
-        self._in_a_row += 1
-        self._last_refused = now
+        self._windows.refused(now)
         self._levels.count(in_flight, refused=True)
         if self.cap is not None and in_flight <= self.cap:
             self.cap = max(1, in_flight - 1)  # refused within the cap: the server's is lower
