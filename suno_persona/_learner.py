@@ -166,7 +166,7 @@ class LimitModel:
     def sent(self, now: float) -> None:
         """A request was let through at ``now``."""
         if self._test is not None:
-            self._test.tally.sent += 1
+            self._test.sent()
         self._probes.sent(now)
 
     def seed(self, rate: float, now: float) -> None:
@@ -205,7 +205,7 @@ class LimitModel:
         self._judged.count(sent_at, refused=refused)
         test = self._test
         if test is not None:
-            test.tally.count(sent_at, refused=refused)
+            test.count(sent_at, refused=refused)
         self._probes.count(sent_at, refused=refused)
         if test is not None:
             return self._judge_test(now, test)

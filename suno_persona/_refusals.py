@@ -124,6 +124,14 @@ class LimitTest:
         """When the round under way began."""
         return self.tally.since
 
+    def sent(self) -> None:
+        """A request was let through in the round under way."""
+        self.tally.sent += 1
+
+    def count(self, sent_at: float, *, refused: bool) -> None:
+        """The answer to a request sent at ``sent_at``: the round's if sent during it."""
+        self.tally.count(sent_at, refused=refused)
+
     @property
     def pace(self) -> float:
         """Sends per second during the round under way: just below its candidate."""
