@@ -36,7 +36,7 @@ class ProbeSchedule:
         interval: Seconds over which answers are judged (a probe lasts one).
 
     Attributes:
-        cycle: Quarter intervals from one probe's end (or the schedule's restart) to the next.
+        cycle: Quarter intervals from a restart of the schedule to the next probe.
         gain: The next probe's pace, as a multiple of the estimate.
         tally: The answers to the requests sent during the probe (from its start).
         end: When the probe ends (or ended, when its first 429s cut it short).
