@@ -8,13 +8,15 @@ sent and how many requests were then in flight. The model keeps four explanation
   shedding). Refusals lower the pace only when they *respond to the send rate*: when 429s
   show up, the pace drops for one short **test** to just below what the API was accepting;
   if the refused share then falls, there is a limit, else the share is noise, remembered as
-  the floor later answers are judged against, and the pace goes back to what it was.
+  the floor later answers are judged against, and the pace goes back to what it was (the
+  test is a :class:`~suno_persona._refusals.LimitTest`, created for it and dropped after).
 * **A rate limit.** Its estimate is the **delivery rate**: what the API accepted per second
   while it was refusing (the median over the short buckets of the last interval that held
   a 429), so a start-up burst, refilled while the client was slow, is not mistaken for it.
   Sends are paced at the estimate. Once every ``cycle`` phases (a quarter interval each) the
   pace **probes** 25% above it, then drains 20% below; a probe that the callers filled and
-  the API accepted raises the estimate; one refused makes the next probe come half as often.
+  the API accepted raises the estimate; one refused makes the next probe come half as often
+  (the schedule is a :class:`~suno_persona._probes.ProbeSchedule`).
 * **A cap on requests in flight.** When the 429s of the last interval fell on requests sent
   with more in flight than any accepted one had (nginx's ``limit_conn``), the model learns
   that cap instead of a rate, and tries one more in flight now and then.
@@ -22,7 +24,8 @@ sent and how many requests were then in flight. The model keeps four explanation
   intervals: a window or quota is used up (or the limiter counts its own denials, and more
   sends only keep it shut). The state then holds every send: until the ``Retry-After`` when
   there is one, else behind single probes (see ``_state``). Either way the window's quota,
-  over the time it took to give it back, becomes the estimate.
+  over the time it took to give it back, becomes the estimate (the answers since a window
+  was spent are a :class:`~suno_persona._windows.Windows`).
 
 Memory is O(1) in requests: answers are counted in a ring of time buckets covering one
 interval, and in running tallies of the current test or probe.
@@ -34,29 +37,12 @@ import math
 
 import attrs
 
-from suno_persona._tallies import Levels, Ring, Tally, spread
+from suno_persona._probes import ProbeSchedule
+from suno_persona._refusals import Limit, LimitTest, Retest, calls_for_test
+from suno_persona._tallies import MIN_REFUSED, Levels, Ring, Tally
+from suno_persona._windows import Windows
 
 __all__ = ["LimitModel", "RateChange"]
-
-_MIN_REFUSED = 3
-_MARGIN = 0.05  # refused share above the noise floor that calls for a test
-_TEST_GAIN = 0.9
-_TEST_ANSWERS = 16
-_TEST_ACCEPTED = 5
-_HELD = 0.9  # a test sent at least this share of its pace: the pace held the callers back
-_CLEAR = 0.5  # a refused share this high is a limit's (noise that heavy is an outage)
-_PROBE_GAIN = 1.25
-_DRAIN_GAIN = 0.8
-_CRUISE_GAIN = 0.98
-_GAIN_MAX = 5.0
-_PROBE_FOUND = 1.5
-_CUT_MAX = 0.5  # a test lowers its candidate by at most this factor
-_CYCLE_MIN = 8
-_CYCLE_MAX = 32
-_PROBE_FILLED = 1.12  # the callers sent at least this much above the pace during a probe
-_SPENT_IN_A_ROW = 4
-_RARE = 1e-4
-_SPENT_INTERVALS = 3  # nothing accepted for this many send intervals of the estimate
 
 
 @attrs.frozen
@@ -95,29 +81,14 @@ class LimitModel:
         """The learned cap on requests in flight (``None``: none)."""
         self.burst = 0
         """Sends a learned window lets go at once, at its reset (0: the usual pacing)."""
-        self._whole = True
-        self._since_spent = 0
-        self._open_from = math.inf  # the first accepted answer since a window was spent
         self._accepted_total = 0
         self.changes = 0
         """How many times the pace was lowered: a slot reserved before is stale."""
-        self._test: Tally | None = None
-        self._test_from: float | None = None  # the estimate to go back to if noise
-        self._test_share: float | None = None
-        self._test_accepted = 0.0
-        self._test_sent = 0.0
-        self._candidate = 0.0
-        self._raised = False  # the test under way doubled a clean candidate
-        self._ceiling = False  # a doubling ran into 429s: no more of them in these tests
+        self._test: LimitTest | None = None
         self._judged = Tally(math.inf)  # answers since the last decision (or the first)
         self._since_refusal = Tally(math.inf)  # ... from the first 429 among them
-        self._cycle = _CYCLE_MIN
-        self._probe_gain = _PROBE_GAIN
-        self._probe = Tally(math.inf)
-        self._probe_end = math.inf
-        self._in_a_row = 0
-        self._last_accepted = -math.inf
-        self._last_refused = -math.inf
+        self._probes = ProbeSchedule(interval)
+        self._windows = Windows(interval=interval, min_rate=min_rate, ring=self._ring)
         self._levels = Levels()
         self._cap_trial_at = math.inf
 
@@ -125,7 +96,7 @@ class LimitModel:
 
     @property
     def testing_from(self) -> float | None:
-        """When the test under way began (``None``: no test)."""
+        """When the test under way began its latest round (``None``: no test)."""
         return None if self._test is None else self._test.since
 
     @property
@@ -136,83 +107,49 @@ class LimitModel:
     def pace(self, now: float) -> float | None:
         """Sends per second at ``now`` (probe and drain phases included); ``None``: unpaced."""
         if self._test is not None:
-            return max(self._min_rate, self._candidate * _TEST_GAIN)
+            return self._test.pace
         estimate = self.estimate
         if estimate is None:
             return None
-        return max(self._min_rate, estimate * self._gain(now))
+        return max(self._min_rate, estimate * self._probes.gain_at(now))
 
     def spent(self, now: float) -> bool:
         """Whether the answers say a window is used up (refused in a row, nothing accepted)."""
-        if self._in_a_row and now - self._last_accepted >= self._interval:
-            return True  # nothing accepted for an interval: nothing says otherwise
-        if self.burst and self._in_a_row and self._since_spent >= self.burst:
-            return True  # a learned window's quota was taken: the refusal says it is spent
-        if self._in_a_row < self._run_of_noise():
-            return False
-        rate = self.estimate if self.estimate is not None else self._ring.accepted_rate(now)
-        quiet = _SPENT_INTERVALS / rate if rate > 0 else 0.0
-        return now - self._last_accepted >= min(quiet, self._interval)
+        return self._windows.spent(now, estimate=self.estimate, noise=self.noise, burst=self.burst)
 
     def window_spent(self, now: float, retry_after: float) -> RateChange | None:
         """A window was used up and resets in ``retry_after`` seconds: pace to its quota.
 
-        The quota is what the API accepted since the last window was spent (or since the
-        start), and it took from the first of those acceptances to the reset to give it:
-        the pace is that quota over that time (at least an interval). A long wait (a quota
-        of minutes) is a long window: its quota is sent as a burst at its reset, then paced;
-        after a short one sends are paced evenly, which is what sliding windows and
-        limiters counting their denials need.
+        The quota is what the API accepted since the last window was spent, over the time
+        from the first of those acceptances to the reset (see ``_windows``); a window that
+        a probe spent is the probe's answer instead: the estimate holds.
         """
         old = self.pace(now)
-        quota, open_from = self._take_quota()
-        opened = now - open_from if open_from < now else 0.0
-        window = max(opened + retry_after, self._interval)
+        quota = self._windows.take_quota()
         self._test = None
         self._settle(now)
-        if self.estimate is not None and self._probe.since <= now < self._probe_end:
+        if self.estimate is not None and self._probes.active(now):
             # A probe spent it: the estimate holds, and the next probe comes later.
-            self._probe_end = now
-            self._probe_gain = _PROBE_GAIN
-            self._cycle = min(_CYCLE_MAX, self._cycle * 2)
-            self._restart_cycle(now + retry_after)
+            self._probes.spent_window(now, now + retry_after)
             return None
-        if quota <= 0:
+        paced = self._windows.until_reset(quota, now, retry_after, burst=self.burst)
+        if paced is None:
             return None
-        if self.burst and quota < self.burst / 2:
-            self._whole = False  # a burst at the reset was refused: the window is no fixed one
-        sudden = retry_after >= opened and self._whole
-        burst = quota if retry_after >= 2 * self._interval or sudden else 0
-        return self._adopt(now, old, max(self._min_rate, quota / window), burst, now + retry_after)
+        rate, burst = paced
+        return self._adopt(now, old, rate, burst, now + retry_after)
 
     def window_reopened(self, now: float) -> RateChange | None:
         """A spent window with no ``Retry-After`` took a request again: pace to its quota.
 
-        The quota is what the API accepted from the first acceptance after the last spent
-        window (or the start) until it was spent; the window is the time from that first
-        acceptance to the reopening, taken halfway between the last refusal and now. A
-        sliding log or a limiter counting its denials gives back its quota one window after
-        it took it: knocking found when that was. A limit found before is lowered by half
-        at most (a short opening says little), and never raised.
+        The quota is what the API accepted until the window was spent, over the time it
+        took to give it back (see ``_windows``); a limit found before is lowered by half
+        at most, and never raised.
         """
-        quota, open_from = self._take_quota()
-        window = (max(self._last_refused, open_from) + now) / 2 - open_from
-        if quota <= 0 or not 0 < window < math.inf:
+        rate = self._windows.reopened(now, known=self.estimate)
+        if rate is None:
             return None
-        rate = max(self._min_rate, quota / window)
-        known = self.estimate
-        if known is not None:
-            # No more than a halving of a limit found: a short opening says little.
-            rate = min(max(rate, _CUT_MAX * known), known)
         # a sliding log, or denials counted: no burst is safe
         return self._adopt(now, self.pace(now), rate, 0, now)
-
-    def _take_quota(self) -> tuple[int, float]:
-        """What was accepted since a window was last spent, and from when; counted afresh."""
-        taken = self._since_spent, self._open_from
-        self._since_spent = 0
-        self._open_from = math.inf
-        return taken
 
     def _adopt(
         self, now: float, old: float | None, rate: float, burst: int, resume: float
@@ -223,27 +160,20 @@ class LimitModel:
         self.estimate = rate
         self.burst = burst
         self.changes += 1
-        self._restart_cycle(resume)
+        self._probes.restart(resume)
         return RateChange(old, rate, "429s")
-
-    def _run_of_noise(self) -> int:
-        """Refusals in a row that the noise would give less than once in 10,000 sends."""
-        if self.noise <= _MARGIN:
-            return _SPENT_IN_A_ROW
-        return max(_SPENT_IN_A_ROW, math.ceil(math.log(_RARE) / math.log(self.noise)))
 
     def sent(self, now: float) -> None:
         """A request was let through at ``now``."""
         if self._test is not None:
-            self._test.sent += 1
-        if self._probe.since <= now < self._probe_end:
-            self._probe.sent += 1
+            self._test.sent()
+        self._probes.sent(now)
 
     def seed(self, rate: float, now: float) -> None:
         """Start from ``rate`` learned elsewhere (a shared store that stopped answering)."""
         self.estimate = max(self._min_rate, rate)
         self._test = None
-        self._restart_cycle(now)
+        self._probes.restart(now)
         self.changes += 1
 
     # --- what the answers say -----------------------------------------------------------
@@ -251,20 +181,15 @@ class LimitModel:
     def accepted(self, now: float, sent_at: float, in_flight: int) -> RateChange | None:
         """The API processed a request sent at ``sent_at`` with ``in_flight`` in flight."""
         self._ring.count(now, refused=False)
-        self._since_spent += 1
-        if self._open_from == math.inf:
-            self._open_from = now
+        self._windows.accepted(now)
         self._accepted_total += 1
-        self._in_a_row = 0
-        self._last_accepted = now
         self._levels.count(in_flight, refused=False)
         return self._tally(now, sent_at, refused=False)
 
     def refused(self, now: float, sent_at: float, in_flight: int) -> RateChange | None:
         """The API refused (429) a request sent at ``sent_at`` with ``in_flight`` in flight."""
         self._ring.count(now, refused=True)
-        self._in_a_row += 1
-        self._last_refused = now
+        self._windows.refused(now)
         self._levels.count(in_flight, refused=True)
         if self.cap is not None and in_flight <= self.cap:
             self.cap = max(1, in_flight - 1)  # refused within the cap: the server's is lower
@@ -277,36 +202,24 @@ class LimitModel:
         if refused or since.answers:
             since.refused += refused
             since.accepted += not refused
-        for tally in (self._judged, self._test, self._probe):
-            if (
-                tally is not None
-                and sent_at > tally.since
-                and (tally is not self._probe or sent_at < self._probe_end)
-            ):
-                if refused:
-                    tally.refused += 1
-                else:
-                    tally.accepted += 1
-        if self._test is not None:
-            return self._conclude_test(now)
-        change = self._judge_probe(now)
-        if change is not None:
-            return change
+        self._judged.count(sent_at, refused=refused)
+        test = self._test
+        if test is not None:
+            test.count(sent_at, refused=refused)
+        self._probes.count(sent_at, refused=refused)
+        if test is not None:
+            return self._judge_test(now, test)
+        estimate = self.estimate
+        if estimate is not None:
+            higher = self._probes.judge(now, estimate, self.noise)
+            if higher is not None:
+                self.estimate = higher
+                return RateChange(estimate, higher, "probe")
         self._trial_cap(now)
-        judged = self._judged
-        if not refused:
-            return None
-        if judged.refused >= _MIN_REFUSED:
-            share = judged.share()
-            # Many refused, most of what came back since the first of them (a burst
-            # accepted before them does not dilute it): a test at once.
-            since = self._since_refusal
-            overwhelming = judged.refused >= _TEST_ANSWERS / 2 and since.share() >= _CLEAR
-            # With noise learned, only a share clearly above it is news.
-            deviation = 3 * spread(share, judged.answers) if self.noise else 0.0
-            above = share - self.noise > max(_MARGIN, deviation)
-            if above and (overwhelming or now - judged.since >= self._interval / 4):
-                return self._start_test(now)
+        if refused and calls_for_test(
+            self._judged, self._since_refusal, noise=self.noise, now=now, interval=self._interval
+        ):
+            return self._start_test(now)
         return None
 
     # --- a test: do the refusals respond to the rate? ----------------------------------
@@ -321,165 +234,51 @@ class LimitModel:
             candidate = self._accepted_total / max(young, self._interval / 5)
         if candidate <= 0:
             return None  # nothing accepted: a spent window, not a rate (see spent())
-        cap = self._levels.cap(_MIN_REFUSED)
+        cap = self._levels.cap(MIN_REFUSED)
         if cap is not None:
             self.cap = cap
             self._cap_trial_at = now + 4 * self._interval
             self._settle(now)
             return None
         old = self.estimate
-        self._test_from = old
-        self._test_share = None
-        self._raised = self._ceiling = False
-        self._candidate = candidate if old is None else min(candidate, old)
-        self._test = Tally(now)
-        self.changes += 1
-        return RateChange(old, self.pace(now), "429s")
-
-    def _conclude_test(self, now: float) -> RateChange | None:
-        """Clean at the lower pace: a limit. Refused as before although it sent less: noise.
-
-        A test paces just below what the API accepted. If its requests are no more refused
-        than the noise, the limit is found. If they are still refused, the pace was above
-        it, or the refusals are noise. A limit accepts as much as before whatever is sent,
-        so the refused share it predicts is ``1 - accepted before / sent now``; noise refuses
-        the same share as before. The nearer prediction wins: a limit means another test
-        just below what this one accepted, noise ends the tests.
-        """
-        test = self._test
-        assert test is not None  # noqa: S101 - only called during a test
-        elapsed = now - test.since
-        old = self.pace(now) or 0.0
-        if self._raised and test.refused >= _MIN_REFUSED:
-            # A doubled candidate ran into 429s: the limit lies between it and its half
-            # (which was clean), nearer to what the API took when that can be told.
-            self._raised = False
-            self._ceiling = True
-            took = 0.0
-            if test.accepted >= _TEST_ACCEPTED:
-                took = min(test.accepted / max(elapsed, 1e-9), self._ring.delivery_rate(now))
-            self._candidate = max(self._candidate / 2, min(self._candidate, took))
-            self._test = Tally(now)
-            self.changes += 1
-            return RateChange(old, self.pace(now), "429s")
-        if test.accepted == 0 or (test.answers < _TEST_ANSWERS and elapsed < 2 * self._interval):
-            return None  # too few answers yet (or nothing accepted: a window is spent)
-        share = test.share()
-        sent_rate = test.sent / max(elapsed, 1e-9)
-        held_back = (
-            self._test_share is None
-            and not self._ceiling
-            and sent_rate >= _HELD * old
-            and test.refused == 0
+        test = LimitTest(
+            now,
+            candidate if old is None else min(candidate, old),
+            back_to=old,
+            ring=self._ring,
+            interval=self._interval,
+            min_rate=self._min_rate,
         )
-        if share < _CLEAR and elapsed < self._interval / 4 and not held_back:
-            return None
-        # What the API took: the median over the buckets that held a 429 resists a burst
-        # a token bucket stored while a test before was below its rate.
-        accepted_rate = min(test.accepted / elapsed, self._ring.delivery_rate(now))
-        if test.accepted < _TEST_ACCEPTED and elapsed < 2 * self._interval:
-            return None  # too few accepted to measure what the API takes
-        if held_back:
-            # Nothing refused, and the callers wanted more: the limit may be higher still.
-            self._candidate *= 2
-            self._raised = True
-            self._test = Tally(now)
-            return RateChange(old, self.pace(now), "429s")
-        if share <= self.noise + _MARGIN:
-            self._test = None
-            self._settle(now)
-            self.estimate = self._candidate
-            self._cycle = _CYCLE_MIN  # a limit found afresh: the probes' back-off was the old one's
-            self._restart_cycle(now)
-            return RateChange(old, self.estimate, "429s")
-        before = self._test_share
-        if before is not None:
-            # A limit takes as much as before at a lower pace; noise takes less, in step
-            # with what was sent. Nearer to the second: noise.
-            ratio = sent_rate / max(self._test_sent, 1e-9)
-            if accepted_rate < self._test_accepted * (1 + ratio) / 2 and share > before / 2:
-                self._test = None
-                self._settle(now)
-                self.noise = min(0.9, (share + before) / 2)
-                self.estimate = self._test_from
-                if self.estimate is not None:
-                    self._restart_cycle(now)
-                return RateChange(old, self.estimate, "random refusals")
-        self._test_share = share
-        self._test_accepted = accepted_rate
-        self._test_sent = sent_rate
-        # A test that took too few to measure halves its candidate at most: a limiter that
-        # counts its denials accepts next to nothing while it is fed above its limit,
-        # which says nothing of the limit.
-        floor = _CUT_MAX * self._candidate if test.accepted < _TEST_ACCEPTED else 0.0
-        self._candidate = max(self._min_rate, floor, min(self._candidate, accepted_rate))
-        self._test = Tally(now)
-        self._raised = False
+        self._test = test
         self.changes += 1
-        return RateChange(old, self.pace(now), "429s")
+        return RateChange(old, test.pace, "429s")
+
+    def _judge_test(self, now: float, test: LimitTest) -> RateChange | None:
+        """Act on what the test under way found (see ``_refusals``)."""
+        old = test.pace
+        verdict = test.judge(now, self.noise)
+        if verdict is None:
+            return None
+        if isinstance(verdict, Retest):
+            if verdict.cut:
+                self.changes += 1
+            return RateChange(old, test.pace, "429s")
+        self._test = None
+        self._settle(now)
+        if isinstance(verdict, Limit):
+            self.estimate = verdict.rate
+            self._probes.reset(now)
+            return RateChange(old, self.estimate, "429s")
+        self.noise = verdict.share
+        self.estimate = verdict.back_to
+        if self.estimate is not None:
+            self._probes.restart(now)
+        return RateChange(old, self.estimate, "random refusals")
 
     def _settle(self, now: float) -> None:
         self._judged = Tally(now)
         self._since_refusal = Tally(now)
         self._levels.forget()
-
-    # --- probing above the estimate ----------------------------------------------------
-
-    def _gain(self, now: float) -> float:
-        if self._probe.since <= now < self._probe_end:
-            return self._probe_gain
-        if self._probe_end <= now < self._probe_end + self._interval / 4:
-            return _DRAIN_GAIN
-        return _CRUISE_GAIN
-
-    def _restart_cycle(self, now: float, quarters: int | None = None) -> None:
-        """The next probe starts ``quarters`` (the cycle) quarter intervals from ``now``."""
-        begin = now + (self._cycle if quarters is None else quarters) * self._interval / 4
-        self._probe = Tally(begin)
-        self._probe_end = begin + self._interval
-
-    def _judge_probe(self, now: float) -> RateChange | None:
-        """Judge the probe: a whole interval above the estimate, ended by its first 429s.
-
-        It lasts long enough to use up the burst a token bucket stored while the pace was
-        below its rate, so what it finds is the rate. What the API accepted during it is a
-        delivery rate: the estimate rises to it when higher. A probe the callers filled and
-        the API took whole is followed at once by a bolder one (the gain doubles its step).
-        """
-        probe = self._probe
-        estimate = self.estimate
-        if estimate is None or now < probe.since:
-            return None
-        refused = probe.refused > 1 + self.noise * probe.answers
-        if not refused and now < self._probe_end + self._interval / 4:
-            return None
-        took = probe.accepted / max(min(now, self._probe_end) - probe.since, self._interval / 4)
-        change = None
-        # A probe refused at its end took the burst a token bucket stored while the pace
-        # was below its rate: only much more than the estimate is news then.
-        found = _PROBE_FOUND if refused else 1 + _MARGIN
-        if took > estimate * found:
-            self.estimate = took
-            change = RateChange(estimate, took, "probe")
-        if refused:
-            self._probe_end = min(self._probe_end, now)
-            bold = self._probe_gain > _PROBE_GAIN
-            if bold:
-                # A bolder probe went past the limit: a smaller step soon, no backing off.
-                self._probe_gain = max(_PROBE_GAIN, 1 + (self._probe_gain - 1) / 2)
-                self._restart_cycle(self._probe_end + self._interval / 4, quarters=1)
-                return change
-            self._probe_gain = _PROBE_GAIN
-            if change is None:
-                self._cycle = min(_CYCLE_MAX, self._cycle * 2)
-            self._restart_cycle(self._probe_end + self._interval / 4)
-        elif probe.sent + 1 >= _PROBE_FILLED * estimate * self._interval:  # (a slot's slack)
-            self._cycle = _CYCLE_MIN
-            self._probe_gain = min(_GAIN_MAX, 1 + 2 * (self._probe_gain - 1))
-            self._restart_cycle(now, quarters=1)
-        else:
-            self._restart_cycle(now)
-        return change
 
     # --- a cap on requests in flight -----------------------------------------------------
 

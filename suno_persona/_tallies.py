@@ -1,8 +1,9 @@
-"""The counts the model of the limit (``_learner``) keeps: all O(1) in requests.
+"""The counts the model of the limit (``_learner``) keeps, all O(1) in requests.
 
 * :class:`Tally`: the answers to the requests sent since a moment (a test, a probe);
 * :class:`Ring`: answers per short bucket over the last interval, for accepted rates;
-* :class:`Levels`: answers per level of requests in flight, for a cap on in flight.
+* :class:`Levels`: answers per level of requests in flight, for a cap on in flight;
+* :func:`spread` and the thresholds the model's parts read their counts by.
 
 Synchronous and clock-free: every method takes ``now``.
 """
@@ -11,7 +12,11 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["Levels", "Ring", "Tally", "spread"]
+__all__ = ["CUT_MAX", "MARGIN", "MIN_REFUSED", "Levels", "Ring", "Tally", "spread"]
+
+MIN_REFUSED = 3  # fewer refusals say nothing of a limit (or of a cap on in flight)
+MARGIN = 0.05  # refused share above the noise floor that calls for a test
+CUT_MAX = 0.5  # a reading of too few answers lowers a rate by at most this factor
 
 _BUCKETS = 10
 _LEVELS = 512
@@ -36,6 +41,14 @@ class Tally:
     @property
     def answers(self) -> int:
         return self.accepted + self.refused
+
+    def count(self, sent_at: float, *, refused: bool) -> None:
+        """The answer to a request sent at ``sent_at``: counted if sent after ``since``."""
+        if sent_at > self.since:
+            if refused:
+                self.refused += 1
+            else:
+                self.accepted += 1
 
     def share(self) -> float:
         """The refused share of the answers (0 with none)."""

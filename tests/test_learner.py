@@ -185,14 +185,14 @@ class TestWhatRefusalsMean:
         a new quota; the estimate holds and the next probe comes later."""
         lm = model()
         lm.seed(50.0, 0.0)
-        cycle = lm._cycle
+        cycle = lm._probes.cycle
         for i in range(100):
             at = i / 50
             lm.accepted(at, at, 1)
         assert lm.pace(2.5) > 50  # probing
         assert lm.window_spent(2.5, 1.0) is None
         assert lm.estimate == 50.0
-        assert lm._cycle == 2 * cycle
+        assert lm._probes.cycle == 2 * cycle
 
     def test_a_window_that_reopens_without_retry_after_teaches_its_quota(self):
         """60 accepted at once; knocks refused until 1.9 s, one accepted at 2.1 s (a sliding
@@ -248,7 +248,7 @@ class TestProbing:
         lm.seed(50.0, 0.0)
         feed(lm, bucket(50, burst=2), until=8, start=0.0)
         assert lm.estimate == pytest.approx(50, rel=0.1)
-        assert lm._cycle > 8
+        assert lm._probes.cycle > 8
 
     def test_a_bold_probe_refused_takes_a_smaller_step_soon(self):
         """A probe at three times the estimate (after clean ones doubled the step) ran into
@@ -256,24 +256,24 @@ class TestProbing:
         does not back off (it once waited 4 s, and a risen limit took 5 s more to find)."""
         lm = model()
         lm.seed(20.0, 0.0)
-        lm._probe_gain = 3.0
-        start = lm._probe.since
+        lm._probes.gain = 3.0
+        start = lm._probes.tally.since
         for i in range(5):
             lm.accepted(start + 0.01 + i * 0.01, start + i * 0.01, 1)
         for i in range(3):
             lm.refused(start + 0.06 + i * 0.01, start + 0.05 + i * 0.01, 1)
-        assert lm._probe_gain == 2.0
-        assert lm._cycle == 8
-        assert lm._probe.since <= start + 0.08 + 0.5 + 1e-9
+        assert lm._probes.gain == 2.0
+        assert lm._probes.cycle == 8
+        assert lm._probes.tally.since <= start + 0.08 + 0.5 + 1e-9
 
     def test_a_limit_found_afresh_restarts_the_probe_schedule(self):
         """Probes refused at an old limit had backed the cycle off to 8 s; a test that finds
         a new limit probes it on the shortest cycle again."""
         lm = model()
-        lm._cycle = 32
+        lm._probes.cycle = 32
         feed(lm, bucket(50), until=1.5, pace_of=200)
         assert lm.estimate == pytest.approx(50, rel=0.15)
-        assert lm._cycle == 8
+        assert lm._probes.cycle == 8
 
 
 def test_memory_is_constant_in_requests():
