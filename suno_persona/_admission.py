@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable
 
 from suno_persona._deadline import Deadline, WouldPassDeadline
 from suno_persona._quota import Quota
+from suno_persona._seam import GO, Answer, Decision, ThrottleState
 from suno_persona._startup import Ramp
-from suno_persona._state import GO, Answer, Decision, LocalState, ThrottleState
+from suno_persona._state import LocalState
 
 __all__ = ["PROBE_HINT", "AdmissionQueue", "Pass", "Places", "Waiter"]
 

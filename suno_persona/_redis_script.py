@@ -33,7 +33,7 @@ from typing import Literal, cast, get_args
 import attrs
 
 from suno_persona._policy import ThrottlePolicy
-from suno_persona._state import Answer
+from suno_persona._seam import Answer
 from suno_persona.events import BreakerClosed, BreakerOpened, PauseStarted, RateChanged
 
 __all__ = [

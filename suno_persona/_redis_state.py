@@ -1,4 +1,4 @@
-"""The :class:`~suno_persona._state.ThrottleState` shared through Redis.
+"""The :class:`~suno_persona._seam.ThrottleState` shared through Redis.
 
 One script call (``_throttle.lua`` through redis-py's ``register_script``: ``EVALSHA``, loaded
 again after a ``NOSCRIPT``) per :meth:`RedisState.admit` is the only round trip on the send
@@ -47,7 +47,8 @@ from suno_persona._policy import ThrottlePolicy, local_state
 from suno_persona._quota import Quota
 from suno_persona._redis_reach import StoreUnavailable, bounded, retry_delay, warn_of_eviction
 from suno_persona._redis_script import SOURCE, Mode, Params, Reply, Report, Request, keys
-from suno_persona._state import Answer, Decision, LocalState
+from suno_persona._seam import Answer, Decision
+from suno_persona._state import LocalState
 from suno_persona.redis import RedisThrottleStore
 
 __all__ = ["RedisState", "key_prefix"]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from suno_persona import _config
 from suno_persona._errors import SunoPersonaError
 from suno_persona._policy import ThrottlePolicy
-from suno_persona._state import ThrottleState
+from suno_persona._seam import ThrottleState
 
 __all__ = ["ENV", "SCHEMES", "build_state"]
 

@@ -33,8 +33,9 @@ from suno_persona._admission import PROBE_HINT, AdmissionQueue, Pass, Places, Wa
 from suno_persona._deadline import Deadline
 from suno_persona._policy import ThrottlePolicy, local_state
 from suno_persona._quota import Quota
+from suno_persona._seam import GO, Answer, Decision, ThrottleState
 from suno_persona._startup import GRACE, GRACE_SHARED, Ramp
-from suno_persona._state import GO, Answer, Decision, LocalState, ThrottleState
+from suno_persona._state import LocalState
 
 __all__ = [
     "Answer",
