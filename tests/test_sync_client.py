@@ -100,12 +100,10 @@ def test_eight_threads_share_one_client_under_a_rate_limit(emulators, caplog):
     assert len({p.persona_id for p in personas}) == 200
     codes = emu.codes()
     assert codes.count(200) == 200
-    # Issue 22 asks for <= 0.10 429s per request. The throttle of issue 19 measures
-    # 0.05-0.09 here in 35 of 36 runs, and 0.105 once (a first test of the limit that
-    # doubles its candidate into the empty bucket); a bound the machine's load can break
-    # is not a test, so this line sits just above what was seen, and the gap is stated
-    # in the issue notes.
-    assert codes.count(429) <= 0.125 * 200, codes.count(429)
+    # Issue 22's bound. Measured at this code: 10-18 429s in 40 of 40 runs (20 of them
+    # beside a CPU burner); the start-up costs about 10 (the limit's first 429s, before
+    # its first test).
+    assert codes.count(429) <= 0.10 * 200, codes.count(429)
     assert threads_seen == {"suno-persona-loop"}
 
 
