@@ -102,11 +102,14 @@ class Windows:
         """The pace of a window spent at ``now`` that resets in ``retry_after`` seconds.
 
         It took from the first of the ``quota``'s acceptances to the reset to give it: the
-        pace is the quota over that time (at least an interval). A long wait (a quota of
-        minutes) is a long window: its quota is sent as a burst at its reset, then paced;
-        after a short one sends are paced evenly, which is what sliding windows and
-        limiters counting their denials need. Returns the pace and the burst (0: none),
-        given the model's current ``burst``; ``None`` if nothing was accepted.
+        pace is the quota over that time (at least an interval). The quota is sent as a
+        burst at the reset, then paced, when the window resets whole: after a long wait (a
+        quota of minutes), or when the reset is at least as far off as the quota took to
+        spend (a fixed window, or a log or denial counter that a burst filled). A window
+        spent after a long spell of pacing is paced evenly, which is what sliding windows
+        and limiters counting their denials need, and so is every window once a burst at a
+        reset was refused (the model's ``burst`` was not taken: no window resets whole
+        here). Returns the pace and the burst (0: none); ``None`` if nothing was accepted.
         """
         opened = now - quota.since if quota.since < now else 0.0
         window = max(opened + retry_after, self._interval)
