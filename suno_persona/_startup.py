@@ -1,9 +1,10 @@
 """The start-up ramp: how many requests may be in flight while nothing is known of the limit.
 
 It starts at ``initial`` and grows by one per success, which doubles it every round trip,
-and, so that a slow API is not throttled by its latency alone, it also doubles every 15 ms
-in which no answer came back (from a short grace after the first send, which waits for the
-connections to open too). It ends, for good, when a limit is found or when it reaches
+and shrinks by one per 429 (down to one), so that past a limit's burst a refused request
+frees no place. So that a slow API is not throttled by its latency alone, it also doubles
+every 15 ms in which no answer came back (from a short grace after the first send, which
+waits for the connections to open too). It ends, for good, when a limit is found or when it reaches
 ``maximum``. With a shared store, the processes of one key split it: each starts from
 ``initial`` divided by the live processes and grows by one per that many successes.
 """
@@ -64,7 +65,7 @@ class Ramp:
             self._doubled_at = now + self._grace - DOUBLING
 
     def answered(self, now: float, *, accepted: bool) -> None:
-        """An answer came back: one more in flight per success (per ``share`` successes)."""
+        """An answer: one more in flight per success (per ``share`` of them), one fewer per 429."""
         self._answered_at = now
         if self.window is None:
             return
