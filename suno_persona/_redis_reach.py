@@ -59,12 +59,14 @@ async def bounded(work: Awaitable[T], timeout: float) -> T:
         StoreUnavailable: No result within the time, or an error of Redis or of the network.
     """
     task = asyncio.ensure_future(work)
+    # An error the call ends with after this caller left (timed out, or cancelled itself as
+    # the call ended) is nobody's news: retrieved, or asyncio logs it when it is collected.
+    task.add_done_callback(_retrieve)
     try:
         done, _ = await asyncio.wait((task,), timeout=timeout)
     finally:
         if not task.done():
             task.cancel()
-            task.add_done_callback(_retrieve)  # an error it ends with is nobody's news
     if not done:
         raise StoreUnavailable(f"no answer within {timeout} s")
     try:

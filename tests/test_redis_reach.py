@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
@@ -12,9 +13,15 @@ redis = pytest.importorskip("redis")
 
 from redis.asyncio import Redis  # noqa: E402
 from redis.asyncio.cluster import RedisCluster  # noqa: E402
-from redis.exceptions import AskError, MovedError, ResponseError  # noqa: E402
+from redis.exceptions import AskError, AuthenticationError, MovedError, ResponseError  # noqa: E402
 
-from suno_persona._redis_reach import RETRY_MAX, _risk, describe, retry_delay  # noqa: E402
+from suno_persona._redis_reach import (  # noqa: E402
+    RETRY_MAX,
+    _risk,
+    bounded,
+    describe,
+    retry_delay,
+)
 from suno_persona._redis_urls import _split, client_from_url  # noqa: E402
 from suno_persona.redis import RedisThrottleStore  # noqa: E402
 
@@ -122,3 +129,31 @@ async def test_a_cluster_that_cannot_be_discovered_warns_once_and_is_tried_again
     assert "Redis Cluster cannot be connected" in warning
     assert state._retry_at < time.monotonic() + 0.1
     await state.aclose()
+
+
+async def test_an_error_the_call_ends_with_as_its_caller_is_cancelled_is_retrieved():
+    """The script call failed (a wrong password) just as the send that waited for it was
+    cancelled: nobody reads the error, and asyncio must not log it as never retrieved when
+    the task is collected (it once did, inside another test's run, under CI's load)."""
+    loop = asyncio.get_running_loop()
+    logged: list[str] = []
+    handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: logged.append(context["message"]))
+    try:
+
+        async def refused() -> None:
+            raise AuthenticationError("invalid username-password pair")
+
+        caller = asyncio.ensure_future(bounded(refused(), 1.0))
+        await asyncio.sleep(0)  # the caller waits for the call
+        await asyncio.sleep(0)  # the call fails; the caller is not back yet
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        del caller
+        await asyncio.sleep(0)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(handler)
+    assert logged == []
