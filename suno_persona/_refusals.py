@@ -29,7 +29,6 @@ _TEST_GAIN = 0.9
 _TEST_ANSWERS = 16
 _TEST_ACCEPTED = 5
 _HELD = 0.9  # a test sent at least this share of its pace: the pace held the callers back
-_SWAMPED = 0.8
 _CLEAR = 0.5  # a refused share this high is a limit's (noise that heavy is an outage)
 
 
@@ -138,9 +137,14 @@ class LimitTest:
         """Sends per second during the round under way: just below its candidate."""
         return max(self._min_rate, self.candidate * _TEST_GAIN)
 
-    def _cut_at_once(self, now: float, elapsed: float) -> bool:
-        """Lower the candidate with no more answers than these, when they say enough."""
+    def judge(self, now: float, noise: float) -> Limit | Noise | Retest | None:
+        """What the answers of the round under way say, given the ``noise`` learned.
+
+        ``None`` while they are too few to tell. See the module docstring.
+        """
         test = self.tally
+        elapsed = now - test.since
+        old = self.pace
         if self._raised and test.refused >= MIN_REFUSED:
             # A doubled candidate ran into 429s: the limit lies between it and its half
             # (which was clean), nearer to what the API took when that can be told.
@@ -150,28 +154,6 @@ class LimitTest:
             if test.accepted >= _TEST_ACCEPTED:
                 took = min(test.accepted / max(elapsed, 1e-9), self._ring.delivery_rate(now))
             self.candidate = max(self.candidate / 2, min(self.candidate, took))
-            return True
-        if (
-            not self._raised
-            and test.accepted
-            and test.answers >= _TEST_ANSWERS / 2
-            and test.refused >= _SWAMPED * test.answers
-        ):
-            # Swamped: most of what this round sent was refused. Halve at once rather than
-            # wait for enough answers to measure (a first test paced at a start-up's burst).
-            self.candidate = max(self._min_rate, CUT_MAX * self.candidate)
-            return True
-        return False
-
-    def judge(self, now: float, noise: float) -> Limit | Noise | Retest | None:
-        """What the answers of the round under way say, given the ``noise`` learned.
-
-        ``None`` while they are too few to tell. See the module docstring.
-        """
-        test = self.tally
-        elapsed = now - test.since
-        old = self.pace
-        if self._cut_at_once(now, elapsed):
             self.tally = Tally(now)
             return Retest(cut=True)
         if test.accepted == 0 or (test.answers < _TEST_ANSWERS and elapsed < 2 * self._interval):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-from suno_persona._refusals import LimitTest, Retest
 from suno_persona._startup import Ramp
 from suno_persona._state import LocalState
 from suno_persona._tallies import Ring
@@ -103,24 +102,3 @@ class TestSendSlots:
         model.estimate = 2.0
         state.decide(0.01, math.inf, None)
         assert state._tat == tat + 1 / (2.0 * 0.98)
-
-
-def test_a_swamped_round_halves_at_once():
-    """A first test paced at what a start-up's burst took (45/s against a 5/s bucket):
-    7 of its first 8 answers are 429s. It halves at once, instead of waiting for 16 answers
-    and 5 accepted ones, each second of which cost a 5/s bucket some 40 429s."""
-    test = LimitTest(0.0, 50.0, back_to=None, ring=Ring(1.0), interval=1.0, min_rate=1.0)
-    test.count(0.01, refused=False)
-    for i in range(7):
-        test.count(0.02 + i * 0.02, refused=True)
-    assert test.judge(0.2, 0.0) == Retest(cut=True)
-    assert test.candidate == 25.0
-
-
-def test_a_round_refused_in_part_waits_for_its_answers():
-    """Half refused (a limit just below the pace, or noise): no verdict on 8 answers."""
-    test = LimitTest(0.0, 50.0, back_to=None, ring=Ring(1.0), interval=1.0, min_rate=1.0)
-    for i in range(8):
-        test.count(0.01 + i * 0.02, refused=i % 2 == 1)
-    assert test.judge(0.2, 0.0) is None
-    assert test.candidate == 50.0
