@@ -27,9 +27,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 __all__ = ["check", "client_from_url"]
 
@@ -71,7 +71,7 @@ def client_from_url(url: str, timeout: float) -> tuple[Redis | RedisCluster, lis
     for key in ("host", "port", "connection_class"):
         options.pop(key, None)
     ssl: dict[str, Any] = {"ssl": True} if tls else {}
-    sentinel = Sentinel(nodes, sentinel_kwargs={**sockets, **ssl})  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(nodes, sentinel_kwargs={**sockets, **ssl})  # type: ignore[no-untyped-call,unused-ignore]
     master = sentinel.master_for(
         name, **options, **sockets, **ssl, **no_retries, retry_on_timeout=False
     )

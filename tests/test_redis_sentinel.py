@@ -13,9 +13,9 @@ from suno_persona._throttle import Answer
 redis = pytest.importorskip("redis")
 
 from redis.asyncio import Redis  # noqa: E402
+from redis.asyncio.retry import Retry  # noqa: E402
 from redis.asyncio.sentinel import Sentinel  # noqa: E402
 from redis.backoff import NoBackoff  # noqa: E402
-from redis.retry import Retry  # noqa: E402
 
 from suno_persona.redis import RedisThrottleStore  # noqa: E402
 
