@@ -19,6 +19,7 @@ MARGIN = 0.05  # refused share above the noise floor that calls for a test
 CUT_MAX = 0.5  # a reading of too few answers lowers a rate by at most this factor
 
 _BUCKETS = 10
+_FEW = 4  # accepted per bucket below which one bucket's count says little
 _LEVELS = 512
 
 
@@ -53,9 +54,6 @@ class Tally:
     def share(self) -> float:
         """The refused share of the answers (0 with none)."""
         return self.refused / self.answers if self.answers else 0.0
-
-
-_FEW = 4  # accepted per bucket below which one bucket's count says little
 
 
 class Ring:
