@@ -11,8 +11,11 @@ sent and how many requests were then in flight. The model keeps four explanation
   the floor later answers are judged against, and the pace goes back to what it was (the
   test is a :class:`~suno_persona._refusals.LimitTest`, created for it and dropped after).
 * **A rate limit.** Its estimate is the **delivery rate**: what the API accepted per second
-  while it was refusing (the median over the short buckets of the last interval that held
+  while it was refusing (pooled from the first short bucket of the last interval that held
   a 429), so a start-up burst, refilled while the client was slow, is not mistaken for it.
+  The refused share that calls for a test is judged over the last interval or two, so a
+  pace a little above a token bucket's rate, whose burst drains for seconds, is found as
+  soon as its 429s begin (a probe's 429s are left to the probe).
   Sends are paced at the estimate. Once every ``cycle`` phases (a quarter interval each) the
   pace **probes** 25% above it, then drains 20% below; a probe that the callers filled and
   the API accepted raises the estimate; one refused makes the next probe come half as often
@@ -38,8 +41,8 @@ import math
 import attrs
 
 from suno_persona._probes import ProbeSchedule
-from suno_persona._refusals import Limit, LimitTest, Retest, calls_for_test
-from suno_persona._tallies import MIN_REFUSED, Levels, Ring, Tally
+from suno_persona._refusals import TEST_ANSWERS, Limit, LimitTest, Retest, calls_for_test
+from suno_persona._tallies import MIN_REFUSED, Levels, Recent, Ring, Tally
 from suno_persona._windows import Windows
 
 __all__ = ["LimitModel", "RateChange"]
@@ -86,6 +89,7 @@ class LimitModel:
         """How many times the pace was lowered: a slot reserved before is stale."""
         self._test: LimitTest | None = None
         self._judged = Tally(math.inf)  # answers since the last decision (or the first)
+        self._recent = Recent(math.inf, interval)  # ... of its last intervals, probes' left out
         self._since_refusal = Tally(math.inf)  # ... from the first 429 among them
         self._probes = ProbeSchedule(interval)
         self._windows = Windows(interval=interval, min_rate=min_rate, ring=self._ring)
@@ -199,11 +203,14 @@ class LimitModel:
     def _tally(self, now: float, sent_at: float, *, refused: bool) -> RateChange | None:
         if self._judged.since == math.inf:
             self._judged = Tally(sent_at)
+            self._recent = Recent(sent_at, self._interval)
         since = self._since_refusal
         if refused or since.answers:
             since.refused += refused
             since.accepted += not refused
         self._judged.count(sent_at, refused=refused)
+        if not self._probes.sent_during(sent_at):  # a probe's answers are the probe's
+            self._recent.count(now, sent_at, refused=refused)
         test = self._test
         if test is not None:
             test.count(sent_at, refused=refused)
@@ -217,8 +224,11 @@ class LimitModel:
                 self.estimate = higher
                 return RateChange(estimate, higher, "probe")
         self._trial_cap(now)
-        if refused and calls_for_test(
-            self._judged, self._since_refusal, noise=self.noise, now=now, interval=self._interval
+        if refused and any(
+            calls_for_test(
+                judged, self._since_refusal, noise=self.noise, now=now, interval=self._interval
+            )
+            for judged in (self._judged, self._recent.tally())
         ):
             return self._start_test(now)
         return None
@@ -226,7 +236,7 @@ class LimitModel:
     # --- a test: do the refusals respond to the rate? ----------------------------------
 
     def _start_test(self, now: float) -> RateChange | None:
-        candidate = self._ring.delivery_rate(now)
+        candidate = self._ring.delivery_rate(now, self._judged.since)
         young = now - self._ring.first
         if young < self._interval:
             # The first refusals: what was accepted so far, over no less than a fifth of
@@ -245,6 +255,9 @@ class LimitModel:
         test = LimitTest(
             now,
             candidate if old is None else min(candidate, old),
+            # A guess from the first refusals, or a rate too low for an interval's answers
+            # to measure: a clean round that holds the callers back tries twice it.
+            guessed=young < self._interval or candidate * self._interval < TEST_ANSWERS,
             back_to=old,
             ring=self._ring,
             interval=self._interval,
@@ -278,6 +291,7 @@ class LimitModel:
 
     def _settle(self, now: float) -> None:
         self._judged = Tally(now)
+        self._recent = Recent(now, self._interval)
         self._since_refusal = Tally(now)
         self._levels.forget()
 

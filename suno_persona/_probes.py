@@ -53,6 +53,10 @@ class ProbeSchedule:
         """Whether a probe is under way at ``now``."""
         return self.tally.since <= now < self.end
 
+    def sent_during(self, sent_at: float) -> bool:
+        """Whether a request sent at ``sent_at`` was sent during the latest probe."""
+        return self.tally.since <= sent_at < self.end
+
     def gain_at(self, now: float) -> float:
         """The pace at ``now`` as a multiple of the estimate: probing, draining or cruising."""
         if self.active(now):

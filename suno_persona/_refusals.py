@@ -9,8 +9,10 @@ below what the API was accepting, in rounds, until the answers tell a limit from
   as much as before whatever is sent, so the refused share it predicts is ``1 - accepted
   before / sent now``; noise refuses the same share as before. The nearer prediction wins:
   a limit means another round just below what this one accepted, noise ends the test.
-* Nothing refused while the pace held the callers back: the limit may be higher still,
-  and the next round tries twice the candidate.
+* Nothing refused while the pace held the callers back, when the candidate was a guess
+  (the first refusals, or too few answers to measure a rate): the limit may be higher
+  still, and the next round tries twice the candidate. A candidate measured while the API
+  refused is the limit once a round below it is clean.
 
 The test owns its state and is dropped when it ends; it tells the model what it found
 (:class:`Limit`, :class:`Noise`, or :class:`Retest` for another round) and the model acts
@@ -23,10 +25,10 @@ import attrs
 
 from suno_persona._tallies import CUT_MAX, MARGIN, MIN_REFUSED, Ring, Tally, spread
 
-__all__ = ["Limit", "LimitTest", "Noise", "Retest", "calls_for_test"]
+__all__ = ["TEST_ANSWERS", "Limit", "LimitTest", "Noise", "Retest", "calls_for_test"]
 
 _TEST_GAIN = 0.9
-_TEST_ANSWERS = 16
+TEST_ANSWERS = 16
 _TEST_ACCEPTED = 5
 _HELD = 0.9  # a test sent at least this share of its pace: the pace held the callers back
 _CLEAR = 0.5  # a refused share this high is a limit's (noise that heavy is an outage)
@@ -46,7 +48,7 @@ def calls_for_test(
     share = judged.share()
     # Many refused, most of what came back since the first of them (a burst
     # accepted before them does not dilute it): a test at once.
-    overwhelming = judged.refused >= _TEST_ANSWERS / 2 and since_refusal.share() >= _CLEAR
+    overwhelming = judged.refused >= TEST_ANSWERS / 2 and since_refusal.share() >= _CLEAR
     # With noise learned, only a share clearly above it is news.
     deviation = 3 * spread(share, judged.answers) if noise else 0.0
     above = share - noise > max(MARGIN, deviation)
@@ -86,6 +88,9 @@ class LimitTest:
     Args:
         now: When the test starts.
         candidate: The rate the API seemed to accept: the test paces just below it.
+        guessed: The candidate is a guess from the first refusals, not what the API was
+            seen to accept while it refused: a clean round that held the callers back
+            tries twice the candidate (a measured one is the limit once a round is clean).
         back_to: The estimate to go back to if the refusals are noise.
         ring: The model's answers per bucket, for what the API accepted while it refused.
         interval: Seconds over which answers are judged.
@@ -102,6 +107,7 @@ class LimitTest:
         now: float,
         candidate: float,
         *,
+        guessed: bool = False,
         back_to: float | None,
         ring: Ring,
         interval: float,
@@ -116,6 +122,7 @@ class LimitTest:
         self._share: float | None = None  # the refused share of the last round that cut
         self._accepted_rate = 0.0  # ... what the API accepted per second in it
         self._sent_rate = 0.0  # ... and what was sent per second
+        self._guessed = guessed
         self._raised = False  # the round under way doubled a clean candidate
         self._ceiling = False  # a doubling ran into 429s: no more of them in this test
 
@@ -152,25 +159,27 @@ class LimitTest:
             self._ceiling = True
             took = 0.0
             if test.accepted >= _TEST_ACCEPTED:
-                took = min(test.accepted / max(elapsed, 1e-9), self._ring.delivery_rate(now))
+                took = test.accepted / max(elapsed, 1e-9)
+                took = min(took, self._ring.delivery_rate(now, test.since))
             self.candidate = max(self.candidate / 2, min(self.candidate, took))
             self.tally = Tally(now)
             return Retest(cut=True)
-        if test.accepted == 0 or (test.answers < _TEST_ANSWERS and elapsed < 2 * self._interval):
+        if test.accepted == 0 or (test.answers < TEST_ANSWERS and elapsed < 2 * self._interval):
             return None  # too few answers yet (or nothing accepted: a window is spent)
         share = test.share()
         sent_rate = test.sent / max(elapsed, 1e-9)
         held_back = (
-            self._share is None
+            self._guessed
+            and self._share is None
             and not self._ceiling
             and sent_rate >= _HELD * old
             and test.refused == 0
         )
         if share < _CLEAR and elapsed < self._interval / 4 and not held_back:
             return None
-        # What the API took: the median over the buckets that held a 429 resists a burst
-        # a token bucket stored while a test before was below its rate.
-        accepted_rate = min(test.accepted / elapsed, self._ring.delivery_rate(now))
+        # What the API took: pooled from the round's first bucket with a 429, which leaves
+        # out a burst a token bucket stored while a test before was below its rate.
+        accepted_rate = min(test.accepted / elapsed, self._ring.delivery_rate(now, test.since))
         if test.accepted < _TEST_ACCEPTED and elapsed < 2 * self._interval:
             return None  # too few accepted to measure what the API takes
         if held_back:

@@ -1,6 +1,7 @@
 """The counts the model of the limit (``_learner``) keeps, all O(1) in requests.
 
 * :class:`Tally`: the answers to the requests sent since a moment (a test, a probe);
+* :class:`Recent`: the same since a decision, over its last one to two intervals;
 * :class:`Ring`: answers per short bucket over the last interval, for accepted rates;
 * :class:`Levels`: answers per level of requests in flight, for a cap on in flight;
 * :func:`spread` and the thresholds the model's parts read their counts by.
@@ -12,14 +13,13 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["CUT_MAX", "MARGIN", "MIN_REFUSED", "Levels", "Ring", "Tally", "spread"]
+__all__ = ["CUT_MAX", "MARGIN", "MIN_REFUSED", "Levels", "Recent", "Ring", "Tally", "spread"]
 
 MIN_REFUSED = 3  # fewer refusals say nothing of a limit (or of a cap on in flight)
 MARGIN = 0.05  # refused share above the noise floor that calls for a test
 CUT_MAX = 0.5  # a reading of too few answers lowers a rate by at most this factor
 
 _BUCKETS = 10
-_FEW = 4  # accepted per bucket below which one bucket's count says little
 _LEVELS = 512
 
 
@@ -54,6 +54,45 @@ class Tally:
     def share(self) -> float:
         """The refused share of the answers (0 with none)."""
         return self.refused / self.answers if self.answers else 0.0
+
+
+class Recent:
+    """The answers to the requests sent since a decision, over the last one to two intervals.
+
+    The answers of an interval go once another has passed, so 429s that begin long after
+    the decision (a pace a little above a token bucket's rate drains its burst slowly) are
+    not diluted by every clean answer since.
+    """
+
+    __slots__ = ("_earlier", "_interval", "_turned", "current")
+
+    def __init__(self, since: float, interval: float) -> None:
+        self._interval = interval
+        self._turned = since
+        self._earlier = (0, 0)  # accepted, refused in the interval before the current one
+        self.current = Tally(since)
+        """The answers since the last turn (its ``since`` is the decision's)."""
+
+    @property
+    def since(self) -> float:
+        """When the decision was."""
+        return self.current.since
+
+    def count(self, now: float, sent_at: float, *, refused: bool) -> None:
+        """The answer, at ``now``, to a request sent at ``sent_at``."""
+        current = self.current
+        if now - self._turned >= self._interval:
+            self._turned = now
+            self._earlier = (current.accepted, current.refused)
+            current.accepted = current.refused = 0
+        current.count(sent_at, refused=refused)
+
+    def tally(self) -> Tally:
+        """The answers counted, as one tally from the decision."""
+        both = Tally(self.current.since)
+        both.accepted = self.current.accepted + self._earlier[0]
+        both.refused = self.current.refused + self._earlier[1]
+        return both
 
 
 class Ring:
@@ -92,34 +131,32 @@ class Ring:
         """Accepted per second over the last interval."""
         return sum(self._accepted[i] for i in self._live(now)) / self._interval
 
-    def delivery_rate(self, now: float) -> float:
+    def delivery_rate(self, now: float, since: float = -math.inf) -> float:
         """What the API accepted per second while it refused (else the accepted rate).
 
-        The median over the buckets of the last interval that held a 429. Each bucket's
-        count is divided by the part of it that answers could fall in (the first bucket
-        starts with the first answer, the last one ends now), so a young interval is not
-        taken for a slow API. When that median is under a few answers per bucket, what was
-        accepted from the first bucket with a 429 to now is the rate instead.
+        What was accepted from the first bucket of the last interval that held a 429 (and
+        began at ``since`` or later, when there is one) to now, over that time; from the
+        bucket's end when it holds many more than those after it. A burst a token bucket
+        stored before its first 429 is left out so, and so is a slower pace before
+        ``since``. Pooled rather than a median over the buckets with a 429, whose
+        selection favours the fuller ones when answers come in clumps (a loaded machine).
         """
         span = self._span
-        rates = []
-        for i in self._live(now):
-            if self._refused[i]:
-                start = max(self._stamps[i] * span, self.first)
-                covered = min(span, now - start)
-                rates.append(self._accepted[i] / max(covered, span / 10))
-        rates.sort()
-        if rates and rates[len(rates) // 2] > 0:
-            median = rates[len(rates) // 2]
-            if median * span >= _FEW:
-                return median
-            # Few answers per bucket: a bucket holds a 429 because it took less than the
-            # others, so the median is low; pool from the first bucket with a 429 instead.
-            live = self._live(now)
-            first = min(self._stamps[i] for i in live if self._refused[i])
-            accepted = sum(self._accepted[i] for i in live if self._stamps[i] >= first)
-            return accepted / max(now - max(first * span, self.first), span)
-        return self.accepted_rate(now)
+        live = self._live(now)
+        refused = [self._stamps[i] for i in live if self._refused[i]]
+        if not refused:
+            return self.accepted_rate(now)
+        later = [stamp for stamp in refused if stamp * span >= since]
+        first = min(later or refused)
+        start = max(first * span, self.first)
+        accepted = sum(self._accepted[i] for i in live if self._stamps[i] >= first)
+        own = next(self._accepted[i] for i in live if self._stamps[i] == first)
+        after = now - (first + 1) * span
+        if after >= span and own > 2 * (accepted - own) * span / after + 1:
+            # The first bucket with a 429 holds a burst before it: left out.
+            accepted -= own
+            start = (first + 1) * span
+        return accepted / max(now - start, span)
 
 
 class Levels:

@@ -234,6 +234,51 @@ class TestWhatRefusalsMean:
         assert lm.pace(8.0) >= 0.45 * candidate
 
 
+class TestAnEstimateAboveTheLimit:
+    def test_429s_long_after_the_decision_start_a_test_at_once(self):
+        """An estimate 10% above a 50/s bucket: the bucket's burst drains for seconds, then
+        a 429 comes every dozen sends. The share is judged over the last interval or two,
+        not since the decision, so a test starts within five 429s (since the decision, the
+        clean seconds before kept the share under the margin for twenty)."""
+        lm = model()
+        lm.seed(55.0, 0.0)
+        lm._probes.restart(0.0, quarters=400)  # no probe in the way
+        limiter, now, refused = TokenBucket(50, 10), 0.0, 0
+        while lm.testing_from is None and now < 20:
+            lm.sent(now)
+            if limiter.arrive(now).accepted:
+                lm.accepted(now + 0.003, now, 1)
+            else:
+                refused += 1
+                lm.refused(now + 0.003, now, 1)
+            now += 1 / lm.pace(now)
+        assert lm.testing_from is not None
+        assert refused <= 5
+
+    def test_a_probes_429s_are_left_to_the_probe(self):
+        """A probe's three 429s (a sliding log a little under the pace) fall in the last
+        interval with thirty answers: the probe judges them, no test of the limit starts
+        (one did, and a 20/s log was then paced at 11/s). Answers take 0.2 s, so the three
+        were all sent before the first came back."""
+        lm = model()
+        lm.seed(20.0, 0.0)
+        lm._probes.restart(0.0, quarters=16)  # the probe runs from 4 s
+        now, probe_sent, pending = 0.0, 0, []
+        while now < 6:
+            while pending and pending[0][0] <= now:
+                at, sent_at, refuse = pending.pop(0)
+                (lm.refused if refuse else lm.accepted)(at, sent_at, 1)
+            lm.sent(now)
+            if lm._probes.sent_during(now):
+                probe_sent += 1
+            pending.append((now + 0.2, now, probe_sent in (10, 11, 12)))
+            now += 1 / lm.pace(now)
+        assert probe_sent >= 12
+        assert lm._probes.cycle == 16  # the probe was judged refused
+        assert lm.testing_from is None
+        assert lm.estimate == 20.0
+
+
 class TestProbing:
     def test_a_probe_that_finds_more_lifts_the_estimate(self):
         """The limit rose from 20/s to 100/s: probes above the estimate find it."""

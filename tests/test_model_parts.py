@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from suno_persona._refusals import Limit, LimitTest, Retest
 from suno_persona._startup import Ramp
 from suno_persona._state import LocalState
 from suno_persona._tallies import Ring
@@ -50,9 +51,9 @@ class TestDeliveryRate:
             ring.count(now, refused=i % 6 == 5)
         assert ring.delivery_rate(1.0) >= 15
 
-    def test_many_answers_per_bucket_keep_the_median(self):
+    def test_a_burst_before_the_first_429_is_left_out(self):
         """A burst in one bucket is not taken for the rate: 40 accepted in the first
-        bucket, then 5 per bucket beside a 429 each."""
+        bucket, its first 429 in the same bucket, then 5 per bucket beside a 429 each."""
         ring = Ring(1.0)
         for i in range(40):
             ring.count(0.001 + i * 0.001, refused=False)
@@ -62,6 +63,54 @@ class TestDeliveryRate:
                 ring.count(b * 0.1 + 0.01 + k * 0.01, refused=False)
             ring.count(b * 0.1 + 0.08, refused=True)
         assert 45 <= ring.delivery_rate(1.0) <= 55
+
+    def test_answers_in_clumps_are_pooled(self):
+        """50/s, answered in clumps (a loaded machine): buckets of 8 with a 429 between
+        buckets of 2 without. The buckets with a 429 are the full ones (their median says
+        80/s); what was accepted from the first of them on says 50."""
+        ring = Ring(1.0)
+        for b in range(10):
+            for k in range(8 if b % 2 == 0 else 2):
+                ring.count(b * 0.1 + 0.01 + k * 0.005, refused=False)
+            if b % 2 == 0:
+                ring.count(b * 0.1 + 0.09, refused=True)
+        assert 45 <= ring.delivery_rate(1.0) <= 55
+
+    def test_a_slower_pace_before_since_is_left_out(self):
+        """A round at 20/s, then one at 50/s from 0.5 s, both beside 429s: from 0.5 on, the
+        rate is the second round's."""
+        ring = Ring(1.0)
+        for b in range(10):
+            for k in range(2 if b < 5 else 5):
+                ring.count(b * 0.1 + 0.01 + k * 0.015, refused=False)
+            ring.count(b * 0.1 + 0.09, refused=True)
+        assert ring.delivery_rate(1.0) < 40
+        assert 45 <= ring.delivery_rate(1.0, 0.5) <= 55
+
+
+class TestLimitTest:
+    @staticmethod
+    def clean_round(guessed: bool) -> object:
+        """A round at the test's pace, every send held back by it, all accepted."""
+        test = LimitTest(
+            0.0, 50.0, guessed=guessed, back_to=None, ring=Ring(1.0), interval=1.0, min_rate=1.0
+        )
+        verdict = None
+        for i in range(16):
+            sent_at = (i + 1) / test.pace
+            test.sent()
+            test.count(sent_at, refused=False)
+            verdict = test.judge(sent_at + 0.003, 0.0)
+        return verdict
+
+    def test_a_measured_candidate_is_the_limit_once_a_round_is_clean(self):
+        """What the API took while it refused, then a clean round below it: the limit.
+        Doubling it (as for a guess) cost three or four 429s more per test in real time."""
+        assert self.clean_round(guessed=False) == Limit(50.0)
+
+    def test_a_guessed_candidate_is_doubled_while_it_holds_the_callers_back(self):
+        """A guess from the first refusals may be far too low: the next round tries twice it."""
+        assert self.clean_round(guessed=True) == Retest(cut=False)
 
 
 class TestSendSlots:

@@ -165,10 +165,11 @@ def test_four_processes_without_a_shared_store():
     issue's target is 0.10 429s per request; today's is a regression line (see the module
     docstring), and sending without a throttle does several times worse. Four models
     learning from each other's 429s are chaotic (one seed's run can differ from the next
-    by 3x), so the line is on the median of five seeds."""
+    by 3x, and runs fall in two modes: 1.4x and 1.7-2.1x the ideal time), so the line is on
+    the median of nine seeds."""
     factory = lambda _s: shapes.TokenBucket(50, 10)  # noqa: E731
     fleets = [
-        run(factory, "client", requests=400, start=START, processes=4, seed=s) for s in range(5)
+        run(factory, "client", requests=400, start=START, processes=4, seed=s) for s in range(9)
     ]
     unthrottled = run(factory, "none", requests=400, start=START, processes=4)
     assert all(fleet.succeeded == 400 for fleet in fleets)
