@@ -481,6 +481,13 @@ async def test_memory_of_real_requests_does_not_grow_with_the_input():
     """A generator and an async generator of requests, real HTTP on 127.0.0.1, concurrency 64:
     the peak memory (tracemalloc) of 100,000 requests is within 1.3x of 20,000's.
 
+    The peak of 100,000 is read at the end of its last two segments of 20,000 (the peak is
+    reset at each segment's end, see memory_worker.py), and the lower of the two is taken:
+    what the run keeps per request is in both, a moment's spike in one only. On a loaded CI
+    machine one run's peak once read 1.40x from such a spike (1,334,631 bytes, against
+    954,976 for 20,000; the same kind read 0.99x on a quiet machine). Its overall peak
+    stays within 2x.
+
     Each kind runs in a process of its own, the two at once, without coverage (about a
     minute and a half each here); the server is benchmarks/server.py, in a third process.
     """
@@ -513,5 +520,7 @@ async def test_memory_of_real_requests_does_not_grow_with_the_input():
     assert [w.returncode for w in workers] == [0, 0]
     for out, _ in outs:
         peaks = json.loads(out)
-        small, large = peaks["20000"], peaks["100000"]
-        assert large <= 1.3 * small, peaks
+        [small], large = peaks["20000"], peaks["100000"]
+        assert len(large) == 5, peaks
+        assert min(large[-2:]) <= 1.3 * small, peaks
+        assert max(large) <= 2 * small, peaks
