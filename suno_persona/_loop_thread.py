@@ -3,7 +3,8 @@
 A thread that waits for its coroutine and is interrupted (Ctrl-C raises ``KeyboardInterrupt``
 in it) cancels the coroutine on the loop and waits until it has stopped before the
 interruption goes on. Stopping the loop ends what still runs on it, so no caller waits for
-ever. :class:`suno_persona.PersonaClient` is built on it.
+ever. :class:`SharedLoop` holds one loop thread per process for a blocking client and the
+copies ``with_options`` makes of it. :class:`suno_persona.PersonaClient` is built on them.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import asyncio
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from suno_persona._client import AsyncPersonaClient
 from suno_persona._errors import SunoPersonaError
 
-__all__ = ["CLOSED", "LoopThread"]
+__all__ = ["CLOSED", "LoopThread", "SharedLoop"]
 
 T = TypeVar("T")
 CLOSED = "the client is closed"
@@ -116,3 +118,57 @@ class LoopThread:
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
+
+
+class SharedLoop:
+    """The loop thread a blocking client and its ``with_options`` copies share, one per process.
+
+    A child made by ``os.fork()`` finds its parent's loop thread missing: its first call starts
+    one of its own and leaves the parent's alone.
+    """
+
+    def __init__(self, options: dict[str, Any], client: AsyncPersonaClient) -> None:
+        self.options = options
+        self.first: AsyncPersonaClient | None = client
+        self.current: LoopThread | None = None
+        self.closed = False
+        self.lock = threading.Lock()
+        _LIVE.add(self)
+
+    def loop(self) -> LoopThread:
+        """The loop of this process, started on the first call (and again after a fork)."""
+        current = self.current
+        if current is not None and current.pid == os.getpid():
+            return current
+        with self.lock:
+            if self.closed:
+                raise SunoPersonaError(CLOSED)
+            current = self.current
+            if current is None or current.pid != os.getpid():
+                if current is not None:
+                    _ABANDONED.append(current)
+                first, self.first = self.first, None
+                current = self.current = LoopThread(first or AsyncPersonaClient(**self.options))
+            return current
+
+    def close(self) -> None:
+        """Stop this process's loop thread; every later call fails as closed."""
+        with self.lock:
+            self.closed = True
+            current, self.current = self.current, None
+        if current is not None and current.pid == os.getpid():
+            current.stop()
+
+
+# The loops a parent process had when it forked: never touched, never collected, in the child.
+_ABANDONED: list[LoopThread] = []
+_LIVE: weakref.WeakSet[SharedLoop] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for shared in list(_LIVE):
+        shared.lock = threading.Lock()  # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -14,8 +14,6 @@ thread of its own, with a new connection pool, and leaves the parent's connectio
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
@@ -25,7 +23,7 @@ from suno_persona._client import AsyncPersonaClient
 from suno_persona._errors import SunoPersonaError
 from suno_persona._fanout import Completions
 from suno_persona._loop_thread import CLOSED as _CLOSED
-from suno_persona._loop_thread import LoopThread
+from suno_persona._loop_thread import LoopThread, SharedLoop
 from suno_persona._models import Persona, PersonaRequest
 from suno_persona._persona import Outcome
 from suno_persona._policy import ThrottlePolicy
@@ -42,54 +40,6 @@ T = TypeVar("T")
 Call = Callable[[AsyncPersonaClient], Coroutine[Any, Any, T]]
 _RequestLike = PersonaRequest | Mapping[str, Any]
 _UNSET: Final[Any] = object()
-
-
-class _Shared:
-    """What a client and those :meth:`PersonaClient.with_options` made from it share."""
-
-    def __init__(self, options: dict[str, Any], client: AsyncPersonaClient) -> None:
-        self.options = options
-        self.first: AsyncPersonaClient | None = client
-        self.current: LoopThread | None = None
-        self.closed = False
-        self.lock = threading.Lock()
-
-    def loop(self) -> LoopThread:
-        """The loop of this process, started on the first call (and again after a fork)."""
-        current = self.current
-        if current is not None and current.pid == os.getpid():
-            return current
-        with self.lock:
-            if self.closed:
-                raise SunoPersonaError(_CLOSED)
-            current = self.current
-            if current is None or current.pid != os.getpid():
-                if current is not None:
-                    _ABANDONED.append(current)
-                first, self.first = self.first, None
-                current = self.current = LoopThread(first or AsyncPersonaClient(**self.options))
-            return current
-
-    def close(self) -> None:
-        with self.lock:
-            self.closed = True
-            current, self.current = self.current, None
-        if current is not None and current.pid == os.getpid():
-            current.stop()
-
-
-# The loops a parent process had when it forked: never touched, never collected, in the child.
-_ABANDONED: list[LoopThread] = []
-_LIVE: weakref.WeakSet[_Shared] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for shared in list(_LIVE):
-        shared.lock = threading.Lock()  # another thread may have held it at the fork
-
-
-if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class PersonaClient:
@@ -157,12 +107,11 @@ class PersonaClient:
             "task_poll_interval": task_poll_interval,
         }
         client = AsyncPersonaClient(**options)
-        self._shared = _Shared(options, client)
+        self._shared = SharedLoop(options, client)
         self._base_url = client.base_url
         self._overrides: dict[str, Any] | None = None
         self._derived: tuple[LoopThread, AsyncPersonaClient] | None = None
         self._closed = False
-        _LIVE.add(self._shared)
         self._finalizer = weakref.finalize(self, self._shared.close)
 
     def __repr__(self) -> str:

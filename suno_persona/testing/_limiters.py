@@ -31,10 +31,16 @@ from __future__ import annotations
 import collections
 import math
 import random
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+from collections.abc import Sequence
 
-import attrs
+from suno_persona.testing._verdicts import (
+    EMPTY,
+    Base,
+    Limiter,
+    Verdict,
+    policy_headers,
+    retry_after_header,
+)
 
 __all__ = [
     "ChangingLimit",
@@ -51,73 +57,8 @@ __all__ = [
     "retry_after_header",
 ]
 
-_EMPTY: Mapping[str, str] = {}
 
-
-@attrs.frozen
-class Verdict:
-    """What the server answers one request.
-
-    Attributes:
-        status: 200 (accepted), 429 (rate limited) or 455 (maintenance).
-        retry_after: The ``Retry-After`` the server sends, in seconds, or ``None``.
-        headers: RateLimit header fields the server announces (may be empty).
-        latency: Seconds until the answer is sent.
-    """
-
-    status: int
-    retry_after: float | None = None
-    headers: Mapping[str, str] = _EMPTY
-    latency: float = 0.0
-
-    @property
-    def accepted(self) -> bool:
-        """Whether the request was processed."""
-        return self.status == 200  # noqa: PLR2004 - the HTTP status
-
-
-class Limiter(Protocol):
-    """A model of one limiter: see the module docstring."""
-
-    def arrive(self, now: float) -> Verdict:
-        """The answer to a request arriving at ``now``."""
-
-    def leave(self, now: float, verdict: Verdict) -> None:
-        """The answer ``verdict`` left the server at ``now`` (a concurrency limit frees a place)."""
-
-    def ideal(self, requests: int, start: float) -> float:
-        """Seconds from ``start`` a perfect client needs to have ``requests`` accepted."""
-
-
-def retry_after_header(seconds: float) -> str:
-    """``Retry-After`` as servers send it: whole seconds, rounded up (RFC 9110 delay-seconds)."""
-    return str(max(0, math.ceil(seconds - 1e-9)))
-
-
-def _policy_headers(quota: float, window: float, remaining: float, reset: float) -> dict[str, str]:
-    """The IETF draft's fields: ``RateLimit-Policy`` (quota per window), ``RateLimit``."""
-    return {
-        "RateLimit-Policy": f'"default";q={int(quota)};w={max(1, math.ceil(window))}',
-        "RateLimit": f'"default";r={max(0, int(remaining))};t={max(0, math.ceil(reset - 1e-9))}',
-    }
-
-
-class _Base:
-    """No limit, no latency: what every model does unless it says otherwise."""
-
-    latency = 0.0
-
-    def leave(self, now: float, verdict: Verdict) -> None:
-        """Nothing to free."""
-
-    def _ok(self, headers: Mapping[str, str] = _EMPTY) -> Verdict:
-        return Verdict(200, headers=headers, latency=self.latency)
-
-    def _refuse(self, retry_after: float | None, headers: Mapping[str, str] = _EMPTY) -> Verdict:
-        return Verdict(429, retry_after=retry_after, headers=headers, latency=self.latency)
-
-
-class TokenBucket(_Base):
+class TokenBucket(Base):
     """``rate`` tokens per second, ``burst`` capacity, full at first.
 
     Args:
@@ -160,9 +101,9 @@ class TokenBucket(_Base):
             self._tokens -= 1.0
         wait = 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / rate
         headers = (
-            _policy_headers(self.burst, self.burst / rate, self._tokens, wait)
+            policy_headers(self.burst, self.burst / rate, self._tokens, wait)
             if self.headers
-            else _EMPTY
+            else EMPTY
         )
         if accepted:
             return self._ok(headers)
@@ -210,7 +151,7 @@ class ChangingLimit(TokenBucket):
         return elapsed  # pragma: no cover - the last phase returns
 
 
-class FixedWindow(_Base):
+class FixedWindow(Base):
     """``limit`` requests per ``window`` seconds, windows aligned to the clock (``now // window``).
 
     A quota ("100 per 5 s") is a fixed window too. Refused requests do not count.
@@ -251,9 +192,9 @@ class FixedWindow(_Base):
             self._count += 1
         reset = (index + 1) * self.window - now
         headers = (
-            _policy_headers(self.limit, self.window, self.limit - self._count, reset)
+            policy_headers(self.limit, self.window, self.limit - self._count, reset)
             if self.headers
-            else _EMPTY
+            else EMPTY
         )
         if accepted:
             return self._ok(headers)
@@ -268,7 +209,7 @@ class FixedWindow(_Base):
         return first_end + (windows - 1) * self.window - start
 
 
-class SlidingLog(_Base):
+class SlidingLog(Base):
     """``limit`` accepted requests in any trailing ``window`` seconds (a log of accept times).
 
     Args:
@@ -302,7 +243,7 @@ class SlidingLog(_Base):
         return max(0, math.ceil(requests / self.limit) - 1) * self.window
 
 
-class DenialCounting(_Base):
+class DenialCounting(Base):
     """``limit`` requests in any trailing ``window``, counting the ones it refused too.
 
     HAProxy's ``http_req_rate(window)`` with ``http-request deny deny_status 429``: every
@@ -345,7 +286,7 @@ class DenialCounting(_Base):
         return max(0, math.ceil(requests / self.limit) - 1) * self.window
 
 
-class ConcurrencyLimit(_Base):
+class ConcurrencyLimit(Base):
     """``limit`` requests in flight; each accepted one takes ``latency``, refusals are instant.
 
     Args:
@@ -379,7 +320,7 @@ class ConcurrencyLimit(_Base):
         return math.ceil(requests / self.limit) * self.latency
 
 
-class RandomRefusals(_Base):
+class RandomRefusals(Base):
     """A ``share`` of requests refused at random whatever the rate: no real limit.
 
     Args:
@@ -413,7 +354,7 @@ class RandomRefusals(_Base):
         return 0.0
 
 
-class Slow(_Base):
+class Slow(Base):
     """No limit; every answer takes ``latency`` seconds."""
 
     def __init__(self, latency: float) -> None:
@@ -428,7 +369,7 @@ class Slow(_Base):
         return 0.0
 
 
-class Maintenance(_Base):
+class Maintenance(Base):
     """455 for every request from ``begin`` for ``seconds``, with ``Retry-After`` to its end.
 
     Args:
