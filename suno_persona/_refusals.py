@@ -9,6 +9,9 @@ below what the API was accepting, in rounds, until the answers tell a limit from
   as much as before whatever is sent, so the refused share it predicts is ``1 - accepted
   before / sent now``; noise refuses the same share as before. The nearer prediction wins:
   a limit means another round just below what this one accepted, noise ends the test.
+* Most refused over a quarter interval (three in four of eight answers or more): the pace
+  is far above the limit, and the round ends with it halved, without waiting for the five
+  accepted answers a measurement needs (a 5/s limit takes a second to give them).
 * Nothing refused while the pace held the callers back, when the candidate was a guess
   (the first refusals, or too few answers to measure a rate): the limit may be higher
   still, and the next round tries twice the candidate. A candidate measured while the API
@@ -32,6 +35,7 @@ TEST_ANSWERS = 16
 _TEST_ACCEPTED = 5
 _HELD = 0.9  # a test sent at least this share of its pace: the pace held the callers back
 _CLEAR = 0.5  # a refused share this high is a limit's (noise that heavy is an outage)
+_MOST = 0.75  # ... and this high, read from a few answers, is not chance either
 
 
 def calls_for_test(
@@ -164,9 +168,11 @@ class LimitTest:
             self.candidate = max(self.candidate / 2, min(self.candidate, took))
             self.tally = Tally(now)
             return Retest(cut=True)
-        if test.accepted == 0 or (test.answers < TEST_ANSWERS and elapsed < 2 * self._interval):
-            return None  # too few answers yet (or nothing accepted: a window is spent)
         share = test.share()
+        # Most refused: half the answers are enough (a pace far above a slow limit).
+        enough = TEST_ANSWERS // 2 if share >= _MOST else TEST_ANSWERS
+        if test.accepted == 0 or (test.answers < enough and elapsed < 2 * self._interval):
+            return None  # too few answers yet (or nothing accepted: a window is spent)
         sent_rate = test.sent / max(elapsed, 1e-9)
         held_back = (
             self._guessed
@@ -180,8 +186,12 @@ class LimitTest:
         # What the API took: pooled from the round's first bucket with a 429, which leaves
         # out a burst a token bucket stored while a test before was below its rate.
         accepted_rate = min(test.accepted / elapsed, self._ring.delivery_rate(now, test.since))
-        if test.accepted < _TEST_ACCEPTED and elapsed < 2 * self._interval:
-            return None  # too few accepted to measure what the API takes
+        few = test.accepted < _TEST_ACCEPTED
+        if few and elapsed < 2 * self._interval and (share < _MOST or elapsed < self._interval / 4):
+            # Too few accepted to measure what the API takes; but most refused over a
+            # quarter interval is enough to cut (by half at most, below), not to wait for
+            # a slow limit's answers at a pace ten times too high.
+            return None
         if held_back:
             # Nothing refused, and the callers wanted more: the limit may be higher still.
             self.candidate *= 2
@@ -191,7 +201,7 @@ class LimitTest:
         if share <= noise + MARGIN:
             return Limit(self.candidate)
         before = self._share
-        if before is not None:
+        if before is not None and not few:
             # A limit takes as much as before at a lower pace; noise takes less, in step
             # with what was sent. Nearer to the second: noise.
             ratio = sent_rate / max(self._sent_rate, 1e-9)

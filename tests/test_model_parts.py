@@ -112,6 +112,38 @@ class TestLimitTest:
         """A guess from the first refusals may be far too low: the next round tries twice it."""
         assert self.clean_round(guessed=True) == Retest(cut=False)
 
+    @staticmethod
+    def round_far_above(refused_every: int) -> tuple[LimitTest, float, object]:
+        """A round at 45/s against a limit of 5/s (``refused_every=9``: one in nine accepted),
+        or against refusals of every other request; judged at each answer until a verdict."""
+        ring = Ring(1.0)
+        test = LimitTest(0.0, 50.0, back_to=None, ring=ring, interval=1.0, min_rate=1.0)
+        for i in range(45):
+            sent_at = (i + 1) / test.pace
+            refused = i % refused_every != refused_every - 1 if refused_every > 2 else i % 2 == 0
+            test.sent()
+            ring.count(sent_at + 0.003, refused=refused)
+            test.count(sent_at, refused=refused)
+            verdict = test.judge(sent_at + 0.003, 0.0)
+            if verdict is not None:
+                return test, sent_at, verdict
+        return test, math.inf, None
+
+    def test_most_refused_over_a_quarter_interval_cuts_at_once(self):
+        """Eight in nine refused: the round ends after a quarter interval with the candidate
+        halved, without waiting a second for five accepted answers at ten times the limit
+        (a 5/s bucket took 57 429s in 60 requests so, now 43)."""
+        test, at, verdict = self.round_far_above(9)
+        assert verdict == Retest(cut=True)
+        assert test.candidate == 25.0
+        assert at < 0.3
+
+    def test_half_refused_is_not_read_from_a_few_answers(self):
+        """Every other request refused (as 30% noise often looks over eight answers): the
+        round waits for its sixteen answers before it says anything."""
+        _, at, _ = self.round_far_above(2)
+        assert at >= 16 / 45 - 1e-9
+
 
 class TestSendSlots:
     def state(self):
