@@ -80,6 +80,7 @@ class LimitModel:
         """What the API demonstrably accepts, in requests per second (``None``: no limit)."""
         self.noise = 0.0
         """The share of requests refused whatever the rate."""
+        self._noise_answers = 0  # ... read from this many answers
         self.cap: int | None = None
         """The learned cap on requests in flight (``None``: none)."""
         self.burst = 0
@@ -117,9 +118,14 @@ class LimitModel:
             return None
         return max(self._min_rate, estimate * self._probes.gain_at(now))
 
-    def spent(self, now: float) -> bool:
-        """Whether the answers say a window is used up (refused in a row, nothing accepted)."""
-        return self._windows.spent(now, estimate=self.estimate, noise=self.noise, burst=self.burst)
+    def spent(self, now: float, *, told: bool = False) -> bool:
+        """Whether the answers say a window is used up (refused in a row, nothing accepted).
+
+        ``told``: the latest 429 came with a ``Retry-After``.
+        """
+        return self._windows.spent(
+            now, estimate=self.estimate, noise=self.noise, burst=self.burst, told=told
+        )
 
     def window_spent(self, now: float, retry_after: float) -> RateChange | None:
         """A window was used up and resets in ``retry_after`` seconds: pace to its quota.
@@ -226,7 +232,12 @@ class LimitModel:
         self._trial_cap(now)
         if refused and any(
             calls_for_test(
-                judged, self._since_refusal, noise=self.noise, now=now, interval=self._interval
+                judged,
+                self._since_refusal,
+                noise=self.noise,
+                now=now,
+                interval=self._interval,
+                noise_answers=self._noise_answers,
             )
             for judged in (self._judged, self._recent.tally())
         ):
@@ -284,6 +295,7 @@ class LimitModel:
             self._probes.reset(now)
             return RateChange(old, self.estimate, "429s")
         self.noise = verdict.share
+        self._noise_answers = verdict.answers
         self.estimate = verdict.back_to
         if self.estimate is not None:
             self._probes.restart(now)

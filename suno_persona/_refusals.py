@@ -8,7 +8,9 @@ below what the API was accepting, in rounds, until the answers tell a limit from
 * Still refused: the pace was above the limit, or the refusals are noise. A limit accepts
   as much as before whatever is sent, so the refused share it predicts is ``1 - accepted
   before / sent now``; noise refuses the same share as before. The nearer prediction wins:
-  a limit means another round just below what this one accepted, noise ends the test.
+  a limit means another round just below what this one accepted, noise ends the test
+  (its share pooled over the rounds, and the number of answers it was read from kept, so
+  that a later share is judged against the noise's own error as well as its own).
 * Most refused over a quarter interval (three in four of eight answers or more): the pace
   is far above the limit, and the round ends with it halved, without waiting for the five
   accepted answers a measurement needs (a 5/s limit takes a second to give them).
@@ -23,6 +25,8 @@ on that. Synchronous and clock-free: every method takes ``now``.
 """
 
 from __future__ import annotations
+
+import math
 
 import attrs
 
@@ -39,7 +43,13 @@ _MOST = 0.75  # ... and this high, read from a few answers, is not chance either
 
 
 def calls_for_test(
-    judged: Tally, since_refusal: Tally, *, noise: float, now: float, interval: float
+    judged: Tally,
+    since_refusal: Tally,
+    *,
+    noise: float,
+    now: float,
+    interval: float,
+    noise_answers: int = 0,
 ) -> bool:
     """Whether the answers ``judged`` since the last decision call for a test, at a 429.
 
@@ -53,8 +63,13 @@ def calls_for_test(
     # Many refused, most of what came back since the first of them (a burst
     # accepted before them does not dilute it): a test at once.
     overwhelming = judged.refused >= TEST_ANSWERS / 2 and since_refusal.share() >= _CLEAR
-    # With noise learned, only a share clearly above it is news.
-    deviation = 3 * spread(share, judged.answers) if noise else 0.0
+    # With noise learned, only a share clearly above it is news: three deviations of the
+    # difference, the noise's own (from the ``noise_answers`` it was read from) included.
+    deviation = (
+        3 * math.hypot(spread(share, judged.answers), spread(noise, noise_answers))
+        if noise
+        else 0.0
+    )
     above = share - noise > max(MARGIN, deviation)
     return above and (overwhelming or now - judged.since >= interval / 4)
 
@@ -73,10 +88,12 @@ class Noise:
     Attributes:
         share: The share of requests refused whatever the rate.
         back_to: The estimate before the test, to pace at again (``None``: unpaced).
+        answers: How many answers the share was read from.
     """
 
     share: float
     back_to: float | None
+    answers: int = 0
 
 
 @attrs.frozen
@@ -127,6 +144,7 @@ class LimitTest:
         self._accepted_rate = 0.0  # ... what the API accepted per second in it
         self._sent_rate = 0.0  # ... and what was sent per second
         self._guessed = guessed
+        self._pooled = (0, 0)  # answers of the rounds before the one under way: refused, all
         self._raised = False  # the round under way doubled a clean candidate
         self._ceiling = False  # a doubling ran into 429s: no more of them in this test
 
@@ -206,7 +224,11 @@ class LimitTest:
             # with what was sent. Nearer to the second: noise.
             ratio = sent_rate / max(self._sent_rate, 1e-9)
             if accepted_rate < self._accepted_rate * (1 + ratio) / 2 and share > before / 2:
-                return Noise(min(0.9, (share + before) / 2), self.back_to)
+                # The share noise refuses: pooled over the rounds, as every one of them
+                # measured it (a mean of two rounds' shares read 0.4 for 0.5).
+                refused, answers = self._pooled
+                pooled = (refused + test.refused) / (answers + test.answers)
+                return Noise(min(0.9, pooled), self.back_to, answers + test.answers)
         self._share = share
         self._accepted_rate = accepted_rate
         self._sent_rate = sent_rate
@@ -215,6 +237,7 @@ class LimitTest:
         # which says nothing of the limit.
         floor = CUT_MAX * self.candidate if test.accepted < _TEST_ACCEPTED else 0.0
         self.candidate = max(self._min_rate, floor, min(self.candidate, accepted_rate))
+        self._pooled = (self._pooled[0] + test.refused, self._pooled[1] + test.answers)
         self.tally = Tally(now)
         self._raised = False
         return Retest(cut=True)

@@ -276,7 +276,7 @@ class LocalState:
             return True
         if model is not None:
             self._change(model.refused(now, sent_at, in_flight))
-        if model is None or model.spent(now):
+        if model is None or model.spent(now, told=adopted is not None):
             self._spent(now, adopted, sent_at, probe=probe)
         return probe or open_for is not None
 

@@ -1,9 +1,11 @@
 """Spent windows: whether the answers say a window or quota is used up, and what it held.
 
 Several refusals in a row and nothing accepted for a few send intervals: a window or quota
-is used up (or the limiter counts its own denials, and more sends only keep it shut). The
-state then holds every send, until the ``Retry-After`` when there is one, else behind
-single probes (see ``_state``), and tells the model when the window resets or reopens.
+is used up (or the limiter counts its own denials, and more sends only keep it shut); a run
+no longer than the 429s between acceptances make likely is chance, unless a ``Retry-After``
+came with it. The state then holds every send, until the ``Retry-After`` when there is
+one, else behind single probes (see ``_state``), and tells the model when the window resets
+or reopens.
 Either way the window's **quota** (what the API accepted since the last window was spent),
 over the time it took to give it back, becomes the estimate: :meth:`Windows.until_reset`
 and :meth:`Windows.reopened` read that rate; the model adopts it.
@@ -23,6 +25,7 @@ __all__ = ["Quota", "Windows"]
 
 _SPENT_IN_A_ROW = 4
 _RARE = 1e-4
+_BETWEEN_ANSWERS = 16  # answers between acceptances enough to read a share of 429s from
 _SPENT_INTERVALS = 3  # nothing accepted for this many send intervals of the estimate
 
 
@@ -54,6 +57,7 @@ class Windows:
         self._ring = ring
         self._whole = True  # no burst at a reset was refused: the window may be a fixed one
         self._since_spent = 0
+        self._refused_between = 0  # 429s since then that an acceptance followed
         self._open_from = math.inf  # the first accepted answer since a window was spent
         self._in_a_row = 0
         self._last_accepted = -math.inf
@@ -64,6 +68,7 @@ class Windows:
         self._since_spent += 1
         if self._open_from == math.inf:
             self._open_from = now
+        self._refused_between += self._in_a_row
         self._in_a_row = 0
         self._last_accepted = now
 
@@ -72,17 +77,32 @@ class Windows:
         self._in_a_row += 1
         self._last_refused = now
 
-    def spent(self, now: float, *, estimate: float | None, noise: float, burst: int) -> bool:
+    def spent(
+        self,
+        now: float,
+        *,
+        estimate: float | None,
+        noise: float,
+        burst: int,
+        told: bool = False,
+    ) -> bool:
         """Whether a window is used up (refused in a row, nothing accepted for a while).
 
         ``estimate``, ``noise`` and ``burst`` are the model's: the refusals in a row must be
         more than the ``noise`` would give, and the quiet longer than a few send intervals
-        of the ``estimate`` (of the accepted rate while there is none).
+        of the ``estimate`` (of the accepted rate while there is none). ``told``: the latest
+        429 came with a ``Retry-After``, which is taken at its word; without one, the runs
+        must also be longer than the share of 429s between acceptances would give.
         """
         if self._in_a_row and now - self._last_accepted >= self._interval:
             return True  # nothing accepted for an interval: nothing says otherwise
         if burst and self._in_a_row and self._since_spent >= burst:
             return True  # a learned window's quota was taken: the refusal says it is spent
+        between = self._refused_between + self._since_spent
+        if not told and between >= _BETWEEN_ANSWERS:
+            # With no Retry-After to go by, the 429s between acceptances say how often they
+            # come whatever the window: a run no longer than that share gives is chance.
+            noise = max(noise, self._refused_between / between)
         if self._in_a_row < _run_of_noise(noise):
             return False
         rate = estimate if estimate is not None else self._ring.accepted_rate(now)
@@ -93,6 +113,7 @@ class Windows:
         """The quota of the window just spent; the next one is counted afresh."""
         taken = Quota(self._since_spent, self._open_from)
         self._since_spent = 0
+        self._refused_between = 0
         self._open_from = math.inf
         return taken
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 
-from suno_persona._refusals import Limit, LimitTest, Retest
+from suno_persona._refusals import Limit, LimitTest, Retest, calls_for_test
 from suno_persona._startup import Ramp
 from suno_persona._state import LocalState
-from suno_persona._tallies import Ring
+from suno_persona._tallies import Ring, Tally
+from suno_persona._windows import Windows
 
 
 class TestRamp:
@@ -143,6 +144,57 @@ class TestLimitTest:
         round waits for its sixteen answers before it says anything."""
         _, at, _ = self.round_far_above(2)
         assert at >= 16 / 45 - 1e-9
+
+
+class TestCallsForTest:
+    @staticmethod
+    def tally(accepted: int, refused: int) -> Tally:
+        tally = Tally(0.0)
+        tally.accepted, tally.refused = accepted, refused
+        return tally
+
+    def test_a_share_above_a_noise_read_from_few_answers_is_no_news(self):
+        """23 of 35 refused against noise of 0.41 read from 60 answers: the difference is
+        within three deviations of both readings (half refused at random took 7x the time
+        of no throttle when only the new reading's deviation counted)."""
+        judged = self.tally(12, 23)
+        called = calls_for_test(
+            judged, judged, noise=0.406, now=1.0, interval=1.0, noise_answers=60
+        )
+        assert not called
+
+    def test_the_same_share_against_a_well_read_noise_is(self):
+        judged = self.tally(12, 23)
+        called = calls_for_test(
+            judged, judged, noise=0.406, now=1.0, interval=1.0, noise_answers=10_000
+        )
+        assert called
+
+
+class TestWindows:
+    @staticmethod
+    def windows_after(pattern: str, *, told: bool) -> bool:
+        """Answers ``a`` (accepted) and ``r`` (429), 10 ms apart: is a window spent?"""
+        windows = Windows(interval=1.0, min_rate=1.0, ring=Ring(1.0))
+        now = 0.0
+        for answer in pattern:
+            now += 0.01
+            if answer == "a":
+                windows.accepted(now)
+            else:
+                windows.refused(now)
+        return windows.spent(now + 0.3, estimate=20.0, noise=0.0, burst=0, told=told)
+
+    def test_a_run_of_429s_after_few_between_acceptances_is_a_spent_window(self):
+        assert self.windows_after("a" * 20 + "rrrrr", told=False)
+
+    def test_a_run_as_long_as_the_429s_between_acceptances_give_is_chance(self):
+        """Half refused between acceptances: five in a row is no spent window."""
+        assert not self.windows_after("ar" * 10 + "rrrrr", told=False)
+
+    def test_a_retry_after_is_taken_at_its_word(self):
+        """With a Retry-After the server says when to come back: four in a row is enough."""
+        assert self.windows_after("ar" * 10 + "rrrrr", told=True)
 
 
 class TestSendSlots:
